@@ -1,0 +1,243 @@
+"""The GRPO loop on the tiny local model (CPU, fixed seeds).
+
+LoRA moves and the base does not; the reference is the policy at step 0; the 4-bit path
+runs; the reward rises on a reward the tiny model can reach by chance; resume is exact;
+checkpoints are atomic; interrupts and non-finite losses stop cleanly; two processes run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from visualrft_lite import checkpoint as ckpt
+from visualrft_lite import train as train_mod
+from visualrft_lite.config import load_config
+from visualrft_lite.modeling import ops
+from visualrft_lite.rollout import completion_mask, filter_logits
+from visualrft_lite.train import Trainer, TrainingStopped, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_overrides(tiny_model_dir: Path, shapes_root: Path, **extra: object) -> list[str]:
+    base = {
+        "model.name": str(tiny_model_dir), "model.quant": "none", "model.device": "cpu",
+        "model.gradient_checkpointing": False,
+        "data.source": "synthetic", "data.path": str(shapes_root), "data.task": "classify",
+        "rollout.num_generations": 4, "rollout.max_completion_length": 8,
+        "train.steps": 2, "train.prompts_per_step": 2, "train.micro_batch_size": 3,
+        "train.sft_warmup": 0, "train.save_every": 0, "train.samples_every": 1, "lora.r": 4, "lora.alpha": 8,
+        "lora.dropout": 0.0, "train.learning_rate": 1e-2,
+    }
+    base.update({k: v for k, v in extra.items()})
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def cfg_for(tiny_model_dir, shapes_root):
+    def make(**extra):
+        return load_config("demo", tiny_overrides(tiny_model_dir, shapes_root, **extra))
+    return make
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_one_step_moves_lora_and_leaves_base_frozen(cfg_for, tmp_path):
+    trainer = Trainer(cfg_for(), tmp_path, quiet=True)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train_step()
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in before if "lora_" in n]
+    base = [n for n in before if "lora_" not in n]
+    assert lora and base
+    assert any(not torch.equal(before[n], after[n]) for n in lora if "lora_B" in n)
+    assert all(torch.equal(before[n], after[n]) for n in base)
+    assert not any(after[n].requires_grad for n in base)
+
+
+def test_reference_equals_policy_at_step_zero(cfg_for, tmp_path):
+    # LoRA B starts at zero, so adapters-disabled log-probs equal the policy's and KL is 0
+    trainer = Trainer(cfg_for(), tmp_path, quiet=True)
+    stats = train_mod.StepStats()
+    rollouts = trainer.rollout(trainer.stream.for_step(0, 2, 0, 1), stats)
+    trainer.logprobs_no_grad(rollouts, reference=True)
+    trainer.logprobs_no_grad(rollouts, reference=False)
+    for r in rollouts:
+        torch.testing.assert_close(r.ref_logp, r.old_logp, atol=1e-6, rtol=0)
+        assert (r.ref_logp != 0).any()  # real log-probs, not an empty tensor
+    m = trainer.train_step()
+    assert m["kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sampling_ignores_near_greedy_generation_config(cfg_for, tmp_path, tiny_model_dir):
+    # the tiny model's generation_config.json is near-greedy on purpose (like Qwen2-VL's);
+    # explicit temperature 1.0 must give a diverse group, and no vision token is ever sampled
+    gen = json.loads((tiny_model_dir / "generation_config.json").read_text())
+    assert gen.get("top_k") == 1
+    trainer = Trainer(cfg_for(**{"rollout.num_generations": 8}), tmp_path, quiet=True)
+    rollouts = trainer.rollout([0], train_mod.StepStats())
+    ids = rollouts[0].group.completion_ids
+    assert len({tuple(row.tolist()) for row in ids}) > 1
+    _, suppress, _ = ops.special_token_ids(trainer.processor)
+    assert not torch.isin(ids, torch.tensor(suppress)).any()
+
+
+def test_completion_mask_includes_first_eos():
+    eos = torch.tensor([9])
+    tokens = torch.tensor([[1, 2, 9, 0, 0], [1, 9, 9, 0, 0], [1, 2, 3, 4, 5]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(completion_mask(tokens, eos), expected)
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    # top-k 2 keeps the two largest
+    assert torch.isinf(filter_logits(logits, top_k=2, top_p=1.0)).tolist() == [[False, False, True, True]]
+    # top-p 0.8: 0.5 + 0.3 reaches 0.8, so the third token is dropped
+    assert torch.isinf(filter_logits(logits, top_k=0, top_p=0.8)).tolist() == [[False, False, True, True]]
+    # top-p 0.81 needs the third token too
+    assert torch.isinf(filter_logits(logits, top_k=0, top_p=0.81)).tolist() == [[False, False, False, True]]
+
+
+def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    trainer = Trainer(cfg_for(**{"model.quant": "4bit"}), tmp_path, quiet=True)
+    kinds = {type(m).__name__ for m in trainer.model.modules()}
+    assert "Linear4bit" in kinds
+    # rollout (eval mode) then a training step: the CPU repack must not break backward
+    m1 = trainer.train_step()
+    m2 = trainer.train_step()
+    assert all(torch.isfinite(torch.tensor([m["loss"], m["kl"]])).all() for m in (m1, m2))
+    assert any(p.grad is None for p in trainer.params)  # zeroed after the step
+
+
+def test_reward_rises_on_a_reachable_reward(cfg_for, tmp_path, monkeypatch):
+    # A reward a random model reaches by chance: the share of the completion's token ids in
+    # the lower half of the vocabulary. GRPO should push it up within a few dozen steps.
+    cfg = cfg_for(**{"train.steps": 30, "rollout.num_generations": 8, "rollout.max_completion_length": 6,
+                     "train.prompts_per_step": 2, "train.micro_batch_size": 8, "train.learning_rate": 3e-2,
+                     "grpo.beta": 0.0})
+    trainer = Trainer(cfg, tmp_path, quiet=True)
+    half = len(trainer.processor.tokenizer) // 2
+
+    def reward(task, completion, solution, **kw):
+        ids = trainer.processor.tokenizer(completion, add_special_tokens=False)["input_ids"] or [half]
+        low = sum(i < half for i in ids) / len(ids)
+        return {"format": 0.0, "accuracy": low, "total": low}
+
+    monkeypatch.setattr(train_mod, "score", reward)
+    rewards = [trainer.train_step()["reward"] for _ in range(cfg.train.steps)]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.15, rewards
+
+
+def test_resume_gives_the_same_metrics(cfg_for, tmp_path):
+    keys = ("reward", "loss", "kl", "grad_norm", "completion_length")
+    straight = train(cfg_for(**{"train.steps": 4}), out=tmp_path / "a", quiet=True)
+    first = train(cfg_for(**{"train.steps": 2}), out=tmp_path / "b", quiet=True)
+    cfg = train_mod.load_run_config(first, ["train.steps=4"])
+    train(cfg, resume=first, quiet=True)
+    a, b = read_metrics(straight), read_metrics(first)
+    assert [m["step"] for m in b] == [1, 2, 3, 4]
+    for ma, mb in zip(a, b):
+        for k in keys:
+            assert ma[k] == pytest.approx(mb[k], rel=1e-5, abs=1e-7), (ma["step"], k)
+
+
+def test_kill_while_saving_keeps_previous_checkpoint(cfg_for, tmp_path, monkeypatch):
+    run = train(cfg_for(**{"train.steps": 1}), out=tmp_path / "r", quiet=True)
+    good = ckpt.latest_checkpoint(run)
+    trainer = Trainer(load_config(str(run / "config.yaml")), run, resume=True, quiet=True)
+    trainer.train_step()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed mid-save")
+
+    monkeypatch.setattr(ckpt.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save()
+    assert ckpt.latest_checkpoint(run) == good  # the half-written one is not taken
+    assert (run / "checkpoints" / ".tmp-step-000002").exists()
+    monkeypatch.undo()
+    resumed = Trainer(load_config(str(run / "config.yaml")), run, resume=True, quiet=True)
+    assert resumed.step == 1
+
+
+def test_interrupt_saves_and_says_how_to_resume(cfg_for, tmp_path, monkeypatch):
+    cfg = cfg_for(**{"train.steps": 5})
+    real = Trainer.train_step
+
+    def step_then_interrupt(self):
+        m = real(self)
+        self.stop_requested = "SIGINT received"
+        return m
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_interrupt)
+    with pytest.raises(TrainingStopped) as e:
+        train(cfg, out=tmp_path / "r", quiet=True)
+    assert "resume with: vrft-lite train --resume" in str(e.value)
+    assert ckpt.latest_checkpoint(tmp_path / "r").name == "step-000001"
+
+
+def test_non_finite_losses_stop_the_run(cfg_for, tmp_path, monkeypatch):
+    cfg = cfg_for(**{"train.steps": 10, "train.max_nonfinite": 2})
+    real = train_mod.grpo.grpo_loss
+
+    def nan_loss(*a, **k):
+        loss, st = real(*a, **k)
+        return loss * float("nan"), st
+
+    monkeypatch.setattr(train_mod.grpo, "grpo_loss", nan_loss)
+    with pytest.raises(TrainingStopped, match="2 non-finite losses in a row"):
+        train(cfg, out=tmp_path / "r", quiet=True)
+    lines = read_metrics(tmp_path / "r")
+    assert [m["skipped_update"] for m in lines] == [True, True]
+
+
+def test_run_directory_contents(cfg_for, tmp_path):
+    run = train(cfg_for(**{"train.steps": 2, "train.save_every": 1}), out=tmp_path / "r", quiet=True)
+    assert (run / "config.yaml").is_file() and (run / "samples.jsonl").is_file()
+    m = read_metrics(run)[-1]
+    for key in ("reward", "reward_std", "accuracy", "format_rate", "kl", "loss", "grad_norm", "lr",
+                "completion_length", "zero_signal_fraction", "time/rollout", "time/reference", "time/policy",
+                "time/optimizer", "rollout_tokens_per_s", "peak_memory_gb"):
+        assert key in m, key
+    assert (run / "final" / "adapter_config.json").is_file()
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+    assert [p.name for p in ckpt.complete_checkpoints(run)] == ["step-000001", "step-000002"]
+    with pytest.raises(Exception, match="not empty"):
+        train(cfg_for(), out=run, quiet=True)  # never overwrite without --force
+
+
+def test_sft_warmup_then_grpo(cfg_for, tmp_path):
+    run = train(cfg_for(**{"train.sft_warmup": 2, "train.steps": 1}), out=tmp_path / "r", quiet=True)
+    phases = [m["phase"] for m in read_metrics(run)]
+    assert phases == ["sft", "sft", "grpo"]
+    assert (run / "sft_model" / "config.json").is_file()  # the warmed-up model is GRPO's base
+    base = json.loads((run / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base) == run / "sft_model"
+
+
+@pytest.mark.slow
+def test_two_processes(tiny_model_dir, shapes_root, tmp_path):
+    args = tiny_overrides(tiny_model_dir, shapes_root, **{"train.steps": 2})
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "cli.py"), "train", "--preset", "demo", "--out", str(tmp_path / "r")]
+    for a in args:
+        cmd += ["--set", a]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = read_metrics(tmp_path / "r")
+    assert [m["step"] for m in lines] == [1, 2]  # one line per step from the main process only
+    assert (tmp_path / "r" / "final" / "adapter_model.safetensors").is_file()

@@ -1,0 +1,263 @@
+"""Write presets/*.yaml for every setting of the Visual-RFT paper (and `demo`).
+
+The presets are data, committed to the repo; this script is how they were made, so that
+one change to a shared knob reaches all of them. Every knob carries a comment with its
+unit and where its value comes from (shared/reference/visual-rft.md: "the paper").
+`tests/test_presets.py` checks that the committed files match this script's output.
+
+    python tools/make_presets.py            # rewrite presets/
+    python tools/make_presets.py --check    # exit 1 if presets/ is out of date
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PRESETS = Path(__file__).resolve().parent.parent / "presets"
+SHOTS = (1, 2, 4, 8, 16)
+
+COCO_8 = ["bus", "train", "fire hydrant", "stop sign", "cat", "dog", "bed", "toilet"]
+COCO_NOVEL_15 = ["mouse", "fork", "hot dog", "cat", "airplane", "suitcase", "parking meter", "sandwich", "train",
+                 "hair drier", "toilet", "toaster", "snowboard", "frisbee", "bear"]
+LVIS_RARE_6 = ["horse_buggy", "die", "kitchen_table", "omelet", "papaya", "stepladder"]
+LVIS_OV_13 = ["casserole", "die", "egg_roll", "futon", "garbage", "handsaw", "hippopotamus", "kitchen_table",
+              "mallet", "omelet", "shot_glass", "stepladder", "sugar_bowl"]
+
+# dataset -> (prompt noun, attribute, folder under data/, released 4-shot hub set, classes, test images)
+CLASSIFICATION = {
+    "flowers": ("plant", "species", "flowers102", "laolao77/ViRFT_CLS_flower_4_shot", 102, 2463),
+    "pets": ("pet", "species", "pets37", "laolao77/ViRFT_CLS_pets37_4shot", 37, 3669),
+    "aircraft": ("aircraft", "model", "fgvc_aircraft", "laolao77/ViRFT_CLS_fgvc_aircraft_4_shot", 100, 3333),
+    "cars": ("car", "model", "cars196", "laolao77/ViRFT_CLS_car196_4shot", 196, 8041),
+}
+
+MODELS = {
+    "2b": ("Qwen/Qwen2-VL-2B-Instruct", 8),
+    "7b": ("Qwen/Qwen2-VL-7B-Instruct", 4),
+}
+
+
+def yaml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def common(size: str, steps: int, steps_note: str) -> str:
+    name, G = MODELS[size]
+    return f"""
+model:
+  name: {name}  # hub id or local directory
+  quant: 4bit                 # NF4 base with double quantisation (the paper: bf16 full weights on 8xA100)
+  dtype: auto                 # bf16 compute on CUDA, fp32 on CPU
+  attn: auto                  # flash_attention_2 when installed, else sdpa
+  coords: rel1000             # Qwen2-VL writes boxes in 0-1000 relative coordinates
+  min_pixels: 3136            # 4*28*28: the paper's smallest image area after resize
+  max_pixels: 401408          # 512*28*28: the paper's largest image area after resize
+  gradient_checkpointing: true  # recompute activations in backward: less memory, ~30% more time
+
+lora:
+  r: 64                       # adapter rank
+  alpha: 128                  # update scale alpha/r = 2
+  dropout: 0.05               # dropout on the adapter input
+  target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]  # every language linear layer
+  train_vision: false         # the vision tower stays frozen
+
+rollout:
+  num_generations: {G}          # G completions per image (the paper: 8 for 2B, 4 for 7B)
+  max_completion_length: 256  # tokens (the paper)
+  max_prompt_length: 1024     # tokens, image included (the paper)
+  temperature: 1.0            # the paper; passed explicitly, never read from generation_config.json
+  top_p: 1.0                  # off
+  top_k: 0                    # off
+
+grpo:
+  beta: 0.04                  # KL weight to the adapters-disabled reference (the paper's TRL default of its day)
+  loss_type: grpo             # per-sequence token mean, then batch mean (the paper)
+  scale_rewards: group        # advantages divided by the group's std (the paper)
+  num_iterations: 1           # one update per rollout, no ratio clipping (the paper)
+
+train:
+  steps: {steps}                  # rollout steps ({steps_note})
+  prompts_per_step: 2         # images per step: the paper's per-device batch 1 x grad-accum 2
+  micro_batch_size: 4         # completions per forward/backward; lower it to save memory
+  learning_rate: 1.0e-5       # the paper: 1e-6 for full fine-tuning; LoRA needs a larger step
+  lr_schedule: linear         # linear decay after warm-up (the paper)
+  warmup_steps: 5             # steps of linear warm-up
+  max_grad_norm: 1.0          # gradient clipping
+  optimizer: adamw            # paged_adamw_8bit saves memory on CUDA
+  seed: 0                     # seeds data order, sampling, dropout
+  save_every: 50              # checkpoint every N steps
+  samples_every: 10           # write completions to samples.jsonl every N steps
+
+eval:
+  batch_size: 8               # prompts per greedy generate call
+  max_new_tokens: 256         # tokens per answer
+"""
+
+
+def classification(ds: str, shots: int, size: str) -> str:
+    kind, attr, folder, hub, classes, tests = CLASSIFICATION[ds]
+    if shots == 4:
+        data = f"""  source: hub                 # Visual-RFT's released 4-shot set (parquet: image / problem / solution)
+  path: {hub}
+  eval_path: data/{folder}/test  # class-per-folder test images ({tests} in the paper); point it at yours
+  task: classify
+  kind: {kind}                 # prompt: "This is an image containing a {kind}..."
+  attribute: {attr}            # prompt: "...identify the {attr} of the {kind}..."
+  seed: 0                     # k-shot sampling seed"""
+    else:
+        data = f"""  source: folder              # class-per-folder images: data/{folder}/train/<class>/*.jpg
+  path: data/{folder}/train
+  eval_path: data/{folder}/test  # {tests} test images in the paper
+  task: classify
+  shots: {shots}                    # images per class ({classes} classes), sampled with `seed`
+  kind: {kind}                 # prompt: "This is an image containing a {kind}..."
+  attribute: {attr}            # prompt: "...identify the {attr} of the {kind}..."
+  seed: 0                     # k-shot sampling seed"""
+    return f"""# {ds} {shots}-shot classification, Qwen2-VL-{size.upper()} (Visual-RFT paper, fine-grained classification).
+name: {ds}-{shots}shot{'' if size == '2b' else '-7b'}
+description: {ds.capitalize()} {shots}-shot classification, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+data:
+{data}
+
+reward:
+  match: exact                # the normalised answer must equal the label (no substring loophole)
+  weights: {{format: 1.0, accuracy: 1.0}}  # R = R_format + R_accuracy (the paper)
+{common(size, 200, "about 4 passes over a 1-shot set")}"""
+
+
+def coco_fewshot(shots: int, size: str) -> str:
+    if shots == 4:
+        data = """  source: hub                 # Visual-RFT's released ViRFT_COCO_8_cate_4_shot (32 images)
+  path: laolao77/ViRFT_COCO_8_cate_4_shot
+  eval_path: data/coco/annotations/instances_val2017.json  # COCO val2017 instances
+  image_root: data/coco/val2017"""
+    else:
+        data = f"""  source: coco                # COCO instance JSON
+  path: data/coco/annotations/instances_train2017.json
+  image_root: data/coco/train2017
+  eval_path: data/coco/annotations/instances_val2017.json
+  shots: {shots}                    # images per category, sampled with `seed`
+  negatives: {shots}                # images without the category per category ("No Objects")"""
+    return f"""# COCO few-shot detection, 8 categories, {shots}-shot, Qwen2-VL-{size.upper()} (Visual-RFT paper).
+name: coco-8cat-{shots}shot{'' if size == '2b' else '-7b'}
+description: COCO 8-category {shots}-shot detection, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+data:
+{data}
+  task: detect
+  categories: {yaml_list(COCO_8)}  # the paper's 8
+  seed: 0                     # k-shot sampling seed
+
+reward:
+  iou_threshold: 0.5          # a prediction matches a box at IoU >= 0.5 (the paper)
+  iou_denominator: max        # sum of matched IoUs / max(#gt, #pred): rewards recall too ("pred" = the paper's text)
+  weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # R = R_IoU + R_conf + R_format (the paper)
+{common(size, 200, "the paper: 200 for few-shot detection")}"""
+
+
+def lvis_fewshot(size: str) -> str:
+    return f"""# LVIS few-shot detection, 6 rare categories, 10-shot, Qwen2-VL-{size.upper()} (Visual-RFT paper).
+name: lvis-rare6-10shot{'' if size == '2b' else '-7b'}
+description: LVIS 6 rare categories 10-shot detection, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+data:
+  source: coco                # LVIS v1 uses the COCO instance format (images from COCO 2017)
+  path: data/lvis/lvis_v1_train.json
+  image_root: data/coco
+  eval_path: data/lvis/lvis_v1_val.json
+  task: detect
+  categories: {yaml_list(LVIS_RARE_6)}  # the paper's 6 rare
+  shots: 10                   # images per category (the paper: about 10)
+  negatives: 10               # images without the category per category
+  seed: 0                     # k-shot sampling seed
+
+reward:
+  iou_threshold: 0.5          # match at IoU >= 0.5 (the paper)
+  iou_denominator: max        # rewards recall too ("pred" = the paper's text)
+  weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # the paper
+{common(size, 200, "the paper: 200 for few-shot detection")}"""
+
+
+def lisa(size: str) -> str:
+    return f"""# LISA / ReasonSeg reasoning grounding, Qwen2-VL-{size.upper()} (Visual-RFT paper: 239 training images).
+name: lisa-grounding{'' if size == '2b' else '-7b'}
+description: LISA reasoning grounding (239 images), Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+data:
+  source: jsonl               # one line per image: {{"image", "task": "ground", "query", "solution": [x1,y1,x2,y2] pixels}}
+  path: data/lisa/train.jsonl # ReasonSeg train masks converted to boxes (239 images)
+  eval_path: data/lisa/test.jsonl  # 779 test images (val: 200)
+  task: ground
+
+reward:
+  ground_metric: iou          # IoU of the first box in [0, 1] ("giou" = (GIoU+1)/2)
+  weights: {{format: 1.0, iou: 1.0}}  # R = IoU + format (the paper)
+{common(size, 500, "the paper: 500 for LISA")}"""
+
+
+def open_vocab(which: str, size: str) -> str:
+    if which == "coco":
+        head = "COCO open-vocabulary detection: train on 65 base classes, test on 15 novel"
+        data = f"""  source: hub                 # Visual-RFT's released ViRFT_COCO_base65 (6k, 65 base classes)
+  path: laolao77/ViRFT_COCO_base65
+  eval_path: data/coco/annotations/instances_val2017.json
+  image_root: data/coco/val2017
+  task: detect
+  eval_categories: {yaml_list(COCO_NOVEL_15)}  # the paper's 15 novel"""
+        name = "coco-ov-base65"
+    else:
+        head = "LVIS open-vocabulary detection: train on COCO base classes, test on 13 rare LVIS"
+        data = f"""  source: hub                 # Visual-RFT's released ViRFT_COCO_base65 (the paper trains on COCO base)
+  path: laolao77/ViRFT_COCO_base65
+  eval_path: data/lvis/lvis_v1_val.json
+  image_root: data/coco
+  task: detect
+  eval_categories: {yaml_list(LVIS_OV_13)}  # the paper's 13 rare"""
+        name = "lvis-ov-rare13"
+    return f"""# {head}, Qwen2-VL-{size.upper()} (Visual-RFT paper).
+name: {name}{'' if size == '2b' else '-7b'}
+description: "{head}, Qwen2-VL-{size.upper()}"
+data:
+{data}
+  seed: 0
+
+reward:
+  iou_threshold: 0.5          # match at IoU >= 0.5 (the paper)
+  iou_denominator: max        # rewards recall too ("pred" = the paper's text)
+  weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # the paper
+{common(size, 200, "as few-shot detection")}"""
+
+
+def all_presets() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for ds in CLASSIFICATION:
+        for k in SHOTS:
+            out[f"{ds}-{k}shot"] = classification(ds, k, "2b")
+    for size in ("2b", "7b"):
+        sfx = "" if size == "2b" else "-7b"
+        for k in SHOTS:
+            out[f"coco-8cat-{k}shot{sfx}"] = coco_fewshot(k, size)
+        out[f"lvis-rare6-10shot{sfx}"] = lvis_fewshot(size)
+        out[f"lisa-grounding{sfx}"] = lisa(size)
+        out[f"coco-ov-base65{sfx}"] = open_vocab("coco", size)
+        out[f"lvis-ov-rare13{sfx}"] = open_vocab("lvis", size)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, text in all_presets().items():
+        path = PRESETS / f"{name}.yaml"
+        text = text.strip() + "\n"
+        if check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("out of date: " + ", ".join(stale) + " (run python tools/make_presets.py)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

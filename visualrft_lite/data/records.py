@@ -1,0 +1,44 @@
+"""The one record type every dataset source yields.
+
+A record is one image plus one question about it plus the verifiable ground truth.
+Ground truth is stored in the form `rewards.score` takes (pixels for boxes), so the
+same record serves training, evaluation and the `vrft-lite reward` contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Task = Literal["classify", "detect", "ground", "count", "choice", "point"]
+TASKS: tuple[str, ...] = ("classify", "detect", "ground", "count", "choice", "point")
+
+
+@dataclass
+class Record:
+    """One training or evaluation example.
+
+    image:    a file path, the encoded bytes of an image (hub parquet), or a PIL image.
+    task:     which reward scores it.
+    fields:   values for the task's prompt template (category, labels, query, kind, ...).
+    solution: ground truth in `rewards.score` form: classify -> {"label", "synonyms"};
+              detect -> list of pixel boxes [x1, y1, x2, y2] (empty: no objects);
+              ground/point -> one pixel box; count -> int; choice -> letter.
+    prompt:   the full question text when the source ships one verbatim (hub data);
+              otherwise None and the prompt is rendered from the task's template.
+    image_size: (width, height) of the original image in pixels, when known.
+    meta:     provenance: source, image id, category id, file name, ...
+    """
+
+    image: str | Path | bytes | Any
+    task: Task
+    solution: Any
+    fields: dict[str, Any] = field(default_factory=dict)
+    prompt: str | None = None
+    image_size: tuple[int, int] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")

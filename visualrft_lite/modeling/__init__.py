@@ -1,0 +1,7 @@
+"""The only package that names transformers / peft / bitsandbytes classes.
+
+load.py:  the base model (4-bit/8-bit/none), processor, LoRA adapters, device and dtype.
+ops.py:   what the loop asks of a model: encode a prompt, prefill, decode a token,
+          hidden states of completion positions, the adapters-disabled reference.
+tiny.py:  the tiny random-weight Qwen2-VL (real architecture class) built locally.
+"""
