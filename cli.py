@@ -87,6 +87,21 @@ def presets_show(name: str, resolved: bool) -> None:
 # ----------------------------------------------------------------------------- train
 
 
+def run_config(preset: str | None, overrides: tuple[str, ...], resume: Path | None) -> Any:
+    """A new run's config (--preset + --set), or a resumed run's own config.yaml."""
+    from visualrft_lite.config import load_config
+    from visualrft_lite.train import load_run_config
+
+    if resume is not None:
+        if preset:
+            raise click.UsageError("--resume uses the run's own config.yaml; drop --preset")
+        return load_run_config(resume, overrides)
+    if not preset:
+        raise click.UsageError("pass --preset NAME (see vrft-lite presets list) or --resume RUN_DIR")
+    return load_config(preset, overrides)
+
+
+
 @main.command()
 @preset_option
 @set_option
@@ -107,18 +122,59 @@ def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resu
     The run directory holds config.yaml, metrics.jsonl, samples.jsonl, checkpoints/ and
     final/ (a PEFT adapter). Ctrl-C saves a checkpoint and says how to resume.
     """
-    from visualrft_lite.config import load_config
-    from visualrft_lite.train import load_run_config, train as run_train
+    from visualrft_lite.train import train as run_train
 
-    if resume is not None:
-        if preset:
-            raise click.UsageError("--resume uses the run's own config.yaml; drop --preset")
-        cfg = load_run_config(resume, overrides)
-    else:
-        if not preset:
-            raise click.UsageError("pass --preset NAME (see vrft-lite presets list) or --resume RUN_DIR")
-        cfg = load_config(preset, overrides)
-    run_train(cfg, out=out, resume=resume, force=force)
+    run_train(run_config(preset, overrides, resume), out=out, resume=resume, force=force)
+
+
+@main.command()
+@preset_option
+@set_option
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<preset>-<time>).")
+@click.option("--resume", type=click.Path(path_type=Path, exists=True, file_okay=False),
+              help="Continue a run from its last checkpoint (its config.yaml is used).")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@user_errors
+def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool) -> None:
+    """Supervised fine-tuning on the same records: the paper's baseline.
+
+    Trains the adapters on the answers (`<think>...</think><answer>...</answer>`) for
+    train.steps steps at train.sft_learning_rate, with the same model loading, run
+    directory, checkpoints and resume as `train`. For SFT followed by GRPO (Reason-RFT's
+    recipe) set train.sft_warmup in a `train` run instead.
+
+    \b
+    vrft-lite sft --preset flowers-4shot --out runs/flowers4-sft
+    vrft-lite eval --preset flowers-4shot --adapter runs/flowers4-sft/final
+    """
+    from visualrft_lite.train import train as run_train
+
+    run_train(run_config(preset, overrides, resume), out=out, resume=resume, force=force, mode="sft")
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), metavar="PNG",
+              help="Where to write the figure (default RUN_DIR/curves.png).")
+@user_errors
+def plot(run_dir: Path, out: Path | None) -> None:
+    """Draw a run's training curves from its metrics.jsonl into curves.png.
+
+    \b
+    vrft-lite plot runs/demo
+    vrft-lite plot runs/demo --out demo.png
+
+    Panels: reward (mean ± std) and its components, accuracy (IoU for detection) and format
+    rate with held-out scores, KL, completion length, SFT loss; SFT and GRPO phases shaded.
+    `train` and `sft` write the same figure when they finish; rerun this on a live run.
+    """
+    from visualrft_lite.plot import plot_run
+
+    click.echo(plot_run(run_dir, out))
+
 
 
 # ----------------------------------------------------------------------------- reward

@@ -67,8 +67,10 @@ def test_raw_preset_files_carry_every_knob_explicitly() -> None:
 
 
 def test_overrides_are_typed_and_validated() -> None:
-    cfg = load_config("flowers-1shot", ["train.steps=3", "grpo.beta=0", "lora.target_modules=[q_proj]"])
+    cfg = load_config("flowers-1shot", ["train.steps=3", "grpo.beta=0", "lora.target_modules=[q_proj]",
+                                        "train.learning_rate=5e-3"])
     assert cfg.train.steps == 3
+    assert cfg.train.learning_rate == 0.005  # YAML 1.1 reads 5e-3 as a string; a float field accepts it
     assert cfg.grpo.beta == 0.0 and isinstance(cfg.grpo.beta, float)  # int widened to float
     assert cfg.lora.target_modules == ["q_proj"]
 

@@ -118,7 +118,8 @@ class DataConfig:
     attribute: str = "category"
     """Classification prompt attribute: species, model, category, ..."""
     prompt: str | None = None
-    """Override the task's prompt template (str.format fields: category, kind, attribute, query)."""
+    """Override the prompt: a template name from prompts.TEMPLATES (e.g. classify_labels) or a
+    str.format string (fields: category, kind, attribute, query, labels, options, a_kind, a_category)."""
     synonyms: dict[str, list[str]] = field(default_factory=dict)
     """Extra accepted names per label for the classification reward."""
     seed: int = 0
@@ -260,11 +261,15 @@ class EvalConfig:
     """Evaluate at most this many records."""
     two_stage: bool = False
     """Detection: ask whether the category is present first, boxes only where it is (the paper)."""
+    heldout: int = 0
+    """`train`: score this many held-out records (greedy) before training, after the SFT warm-up
+    and at the end, and print the before/after table; 0 = off."""
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "eval.batch_size must be >= 1")
         _check(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         _check(self.limit is None or self.limit > 0, "eval.limit must be > 0 or null")
+        _check(self.heldout >= 0, "eval.heldout must be >= 0")
 
 
 SECTIONS: dict[str, type] = {
@@ -378,6 +383,11 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         rest = [a for a in args if a is not type(None)]
         return _coerce(value, rest[0], where) if len(rest) == 1 else value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where} must be a number, got {value!r}")
         return float(value)

@@ -58,10 +58,9 @@ def next_tokens(
 ) -> torch.Tensor:
     """Pick one token per row from [B, V] logits -> [B]."""
     logits = logits.float()
-    if suppress_ids:
-        logits[:, suppress_ids] = float("-inf")
-    if step < cfg.min_completion_length:
-        logits[:, eos_ids] = float("-inf")
+    banned = suppress_ids + (eos_ids if step < cfg.min_completion_length else [])
+    if banned:
+        logits = logits.index_fill(1, torch.tensor(banned, device=logits.device), float("-inf"))  # a copy
     if cfg.repetition_penalty != 1.0 and generated is not None and generated.numel():
         seen = torch.gather(logits, 1, generated)
         seen = torch.where(seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty)

@@ -252,6 +252,39 @@ class Trainer:
             ckpt.set_rng_state(state["rng"][self.rank] if isinstance(state["rng"], list) else state["rng"], self.generator)
         self.stop_requested: str | None = None
         self.last_rollouts: list[Rollout] = []
+        self.heldout_records: list[Record] | None = None
+        self.heldout_rows: list[dict[str, Any]] = []
+
+    def heldout_score(self, stage: str) -> dict[str, Any] | None:
+        """Greedy answers on held-out records: format rate, accuracy/IoU, mean reward."""
+        n = self.cfg.eval.heldout
+        if n == 0 or not self.main:
+            return None
+        if self.heldout_records is None:
+            self.heldout_records = load_records(self.cfg.data, "eval").records[:n]
+        if not self.heldout_records:
+            return None
+        headline = HEADLINE[self.cfg.data.task]
+        scores = []
+        for rec in self.heldout_records:
+            try:
+                image = load_image(rec.image)
+            except ImageLoadError:
+                continue
+            prompt = ops.encode_prompt(self.model, self.processor, image, self.prompt_text(rec), self.device)
+            with torch.no_grad():
+                embeds = ops.image_embeds(self.model, prompt)
+            group = sample_group(self.model, self.processor, prompt, embeds, self.cfg.rollout, num=1, greedy=True)
+            scores.append(score(rec.task, group.texts[0], rec.solution, image_size=rec.image_size or image.size,
+                                resized_size=prompt.resized_size, options=self.cfg.reward))
+        row = {"step": self.step, "stage": stage, "n": len(scores),
+               "format_rate": float(np.mean([x["format"] for x in scores])),
+               "accuracy": float(np.mean([x.get(headline, 0.0) for x in scores])),
+               "reward": float(np.mean([x["total"] for x in scores]))}
+        with (self.run_dir / "heldout.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        self.heldout_rows.append(row)
+        return row
 
     def prompt_text(self, record: Record) -> str:
         return render_prompt(record, self.cfg.data.prompt, coords=self.cfg.model.coords)
@@ -548,9 +581,12 @@ class Trainer:
                    desc=self.phase(), dynamic_ncols=True)
         last: dict[str, Any] = {}
         previous_handlers = self._install_signal_handlers()
+        if self.step == 0:
+            self.heldout_score("base")
         try:
             while self.step < self.total_steps:
                 if self.step == self.sft_steps and self.step > 0 and self.mode == "grpo":
+                    self.heldout_score("sft")
                     self.start_grpo_phase()
                     bar.set_description("grpo")
                 try:
@@ -586,6 +622,7 @@ class Trainer:
         self.save()
         if self.main:
             ckpt.save_final(self.run_dir, self.model, self.processor)
+        self.heldout_score("sft" if self.mode == "sft" else "grpo")
         return last
 
     @staticmethod
@@ -679,8 +716,28 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
     trainer = Trainer(cfg, run_dir, resume=resume is not None, quiet=quiet, mode=mode)
     last = trainer.run()
     if trainer.main and not quiet:
+        if trainer.heldout_rows:
+            print(heldout_table(trainer.heldout_rows))
         print(summary_line(trainer, last))
+    if trainer.main:
+        try:
+            from visualrft_lite.plot import plot_run
+
+            plot_run(run_dir)
+        except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
+            if not quiet:
+                print(f"(curves.png not written: {e})")
     return run_dir
+
+
+def heldout_table(rows: list[dict[str, Any]]) -> str:
+    """The before/after table printed at the end of a run with eval.heldout > 0."""
+    names = {"base": "before training", "sft": "after SFT warm-up", "grpo": "after GRPO"}
+    lines = [f"held-out ({rows[0]['n']} records, greedy)   format  accuracy  reward",
+             "-" * 58]
+    for r in rows:
+        lines.append(f"{names.get(r['stage'], r['stage']):<32} {r['format_rate']:>6.2f}  {r['accuracy']:>8.2f}  {r['reward']:>6.2f}")
+    return "\n".join(lines)
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -79,7 +79,10 @@ def _has_flash_attn() -> bool:
 def load_processor(name: str, cfg: ModelConfig) -> Any:
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(name, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    processor = AutoProcessor.from_pretrained(name)
+    # The image resize bounds (area in pixels) of the run, not the checkpoint's defaults.
+    processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    return processor
 
 
 def _quantization_config(cfg: ModelConfig, dtype: torch.dtype) -> Any:

@@ -1,0 +1,160 @@
+"""COCO / LVIS instance JSON -> one detection record per (image, category).
+
+Loaded with plain `json` (boxes are all we need; pycocotools is for evaluation). Boxes go
+from [x, y, w, h] to pixel [x1, y1, x2, y2], clipped to the image; empty ones are dropped and
+counted; crowd annotations are never targets (kept in meta for the evaluator to ignore).
+
+Train split: per category, k images that contain it (`shots`, seeded per (seed, category);
+all its boxes of that category are the truth) plus `negatives` images without it ("No
+Objects"). Eval split: every eligible image x every selected category, so mAP sees the
+false positives too. LVIS is federated: an image is eligible for a category only if the
+category is annotated on it or listed in its `neg_category_ids` (verified absent), and
+positives listed in `not_exhaustive_category_ids` are not used for training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from visualrft_lite.data.common import (
+    NO_VALID_BOX,
+    NOT_EXHAUSTIVE,
+    SIZE_MISMATCH,
+    ImageChecker,
+    LoadResult,
+    clip_boxes,
+    match_names,
+    seeded_order,
+    take_usable,
+)
+from visualrft_lite.data.folder import label_name
+from visualrft_lite.data.images import xywh_to_xyxy
+from visualrft_lite.data.records import Record
+from visualrft_lite.errors import UserError
+
+if TYPE_CHECKING:
+    from visualrft_lite.config import DataConfig
+
+
+def read_instances(path: Path, key: str) -> dict[str, Any]:
+    if path.is_dir():
+        raise UserError(f"{key} must be a COCO/LVIS instances .json file, got the directory {path}")
+    try:
+        with path.open("rb") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"malformed COCO json {path}:{e.lineno}: {e.msg}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a JSON text file ({key})") from None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
+        raise UserError(f"{path} is not COCO instance JSON: it needs 'images', 'annotations' and 'categories' lists ({key})")
+    return data
+
+
+def image_file_name(image: dict[str, Any]) -> str:
+    """COCO has `file_name`; LVIS v1 only `coco_url` (.../train2017/000000391895.jpg)."""
+    if image.get("file_name"):
+        return str(image["file_name"])
+    url = str(image.get("coco_url") or "")
+    if not url:
+        raise UserError(f"image id {image.get('id')} has neither file_name nor coco_url")
+    return "/".join(url.split("/")[-2:])
+
+
+def resolve_image(root: Path, file_name: str) -> Path:
+    """root/file_name; failing that root/<base name> (image_root pointing inside the split folder)."""
+    path = root / file_name
+    if not path.exists() and "/" in file_name:
+        alt = root / Path(file_name).name
+        if alt.exists():
+            return alt
+    return path
+
+
+def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"], key: str = "data.path") -> LoadResult:
+    data = read_instances(json_path, key)
+    root = Path(cfg.image_root).expanduser() if cfg.image_root else json_path.parent
+    if cfg.image_root and not root.is_dir():
+        raise UserError(f"image directory {cfg.image_root} not found (data.image_root)")
+    skipped: Counter[str] = Counter()
+    checker = ImageChecker(skipped)
+
+    cats = {int(c["id"]): c for c in data["categories"]}
+    by_name = {str(c["name"]): cid for cid, c in cats.items()}
+    names = match_names(cfg.categories, list(by_name), "data.categories", str(json_path)) if cfg.categories else list(by_name)
+    images = {int(im["id"]): im for im in data["images"]}
+    federated = any("neg_category_ids" in im for im in data["images"])
+
+    boxes: dict[tuple[int, int], list[list[float]]] = defaultdict(list)  # (image, category) -> xyxy
+    crowd: dict[tuple[int, int], list[list[float]]] = defaultdict(list)
+    with_box: dict[int, set[int]] = defaultdict(set)  # category -> images with a non-crowd box
+    touched: dict[int, set[int]] = defaultdict(set)  # category -> images with any annotation
+    for ann in data["annotations"]:
+        image_id, cid = int(ann["image_id"]), int(ann["category_id"])
+        bbox = ann.get("bbox")
+        if image_id not in images or bbox is None or len(bbox) != 4:
+            continue
+        touched[cid].add(image_id)
+        if ann.get("iscrowd"):
+            crowd[(image_id, cid)].append(xywh_to_xyxy(bbox))
+        else:
+            boxes[(image_id, cid)].append(xywh_to_xyxy(bbox))
+            with_box[cid].add(image_id)
+
+    def make(image_id: int, cid: int, positive: bool) -> Record | None:
+        im = images[image_id]
+        file_name = image_file_name(im)
+        path = resolve_image(root, file_name)
+        size = checker.size(path)
+        if size is None:
+            return None
+        if im.get("width") and im.get("height") and (int(im["width"]), int(im["height"])) != size:
+            skipped[SIZE_MISMATCH] += 1  # boxes would land in the wrong place (or EXIF-rotated frame)
+            return None
+        truth = clip_boxes(boxes.get((image_id, cid), []), size, skipped)
+        if positive and not truth:
+            skipped[NO_VALID_BOX] += 1
+            return None
+        meta: dict[str, Any] = {"source": "coco", "image_id": image_id, "category_id": cid, "file_name": file_name}
+        crowd_boxes = crowd.get((image_id, cid))
+        if crowd_boxes:
+            meta["crowd_boxes"] = clip_boxes(crowd_boxes, size, Counter())
+        if federated and cid in im.get("not_exhaustive_category_ids", ()):
+            meta["not_exhaustive"] = True
+        return Record(
+            image=str(path),
+            task="detect",
+            solution=truth,
+            fields={"category": label_name(str(cats[cid]["name"]))},
+            image_size=size,
+            meta=meta,
+        )
+
+    all_ids = sorted(images)
+    records: list[Record] = []
+    for name in names:
+        cid = by_name[name]
+        present = sorted(with_box[cid])
+        if federated:
+            absent = [i for i in all_ids if cid in images[i].get("neg_category_ids", ()) and i not in touched[cid]]
+        else:
+            absent = [i for i in all_ids if i not in touched[cid]]
+
+        if split == "eval":
+            eligible = sorted(set(present) | set(absent)) if federated else all_ids
+            records.extend(r for i in eligible if (r := make(i, cid, positive=False)) is not None)
+            continue
+
+        if federated:
+            usable_present = [i for i in present if cid not in images[i].get("not_exhaustive_category_ids", ())]
+            skipped[NOT_EXHAUSTIVE] += len(present) - len(usable_present)
+            present = usable_present
+        order = seeded_order(present, cfg.seed, f"{name}:positive") if cfg.shots is not None else present
+        records.extend(take_usable(order, cfg.shots, lambda i, cid=cid: make(i, cid, positive=True)))
+        if cfg.negatives:
+            order = seeded_order(absent, cfg.seed, f"{name}:negative")
+            records.extend(take_usable(order, cfg.negatives, lambda i, cid=cid: make(i, cid, positive=False)))
+    return LoadResult(records, skipped)

@@ -1,0 +1,218 @@
+"""Task prompt templates, and the supervised target text for SFT warm-up.
+
+The classification, detection and grounding templates are the Visual-RFT ones (the released
+data uses them), kept byte-for-byte when rendered with the default 0-1000 coordinates. The
+count, choice, point and presence templates follow the same think/answer instruction.
+Templates are `str.format` strings over a record's fields plus a few derived ones:
+
+    kind, attribute       classification noun and attribute ("aircraft", "model")
+    a_kind, a_category    the same with an article ("an aircraft")
+    category              detection / presence category name
+    query                 grounding instruction, counting or multiple-choice question
+    labels                all class names, comma-separated (for templates that list them)
+    options               multiple-choice options as "A. first\\nB. second\\n" lines (or "")
+    box_range, point_range  the coordinate convention in words
+
+Answer extraction lives in `answers.py`; this module only writes text. Pure: no torch.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from visualrft_lite.answers import CoordMap, Coords
+from visualrft_lite.data.records import Record
+from visualrft_lite.errors import UserError
+
+FORMAT_TAIL = (
+    "Output the thinking process in <think> </think> and final answer in <answer> </answer> tags."
+    "The output answer format should be as follows:\n"
+    "<think> ... </think> <answer>{answer_example}</answer>\n"
+    "Please strictly follow the format."
+)
+
+
+def _with_tail(question: str, answer_example: str) -> str:
+    # The example itself may contain braces (detection's dict), so it is escaped here once.
+    example = answer_example.replace("{", "{{").replace("}", "}}")
+    return question + FORMAT_TAIL.replace("{answer_example}", example)
+
+
+CLASSIFY = _with_tail(
+    "This is an image containing {a_kind}. Please identify the {attribute} of the {kind} based on the image.\n",
+    "species name",
+)
+# The paper's prompt does not list the classes; this variant does (data.prompt: classify_labels).
+CLASSIFY_LABELS = _with_tail(
+    "This is an image containing {a_kind}. Please identify the {attribute} of the {kind} based on the image.\n"
+    "Choose one of: {labels}.\n",
+    "species name",
+)
+DETECT = _with_tail(
+    "Detect all objects belonging to the category '{category}' in the image, and provide the bounding boxes "
+    "({box_range}) and confidence (between 0 and 1, with two decimal places).\n"
+    "If no object belonging to the category '{category}' in the image, return 'No Objects'.\n",
+    "[{'Position': [x1, y1, x2, y2], 'Confidence': number}, ...]",
+)
+GROUND = (
+    "Output the bounding box in the image corresponding to the instruction: {query} "
+    "Output the thinking process in <think> </think> and your grounding box. "
+    'Following "<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>" format.'
+)
+COUNT = _with_tail("{query}\n", "number")
+# `options` carries its own trailing newline, so a query that already lists them renders cleanly.
+CHOICE = _with_tail("{query}\n{options}", "option letter")
+POINT = _with_tail("{query}\nOutput the points as [(x1, y1), ...] ({point_range}).\n", "[(x1, y1), ...]")
+# First stage of the paper's two-stage detection evaluation: boxes are asked only where "yes".
+PRESENCE = _with_tail("Is there {a_category} in the image? Answer yes or no.\n", "yes or no")
+
+TEMPLATES: dict[str, str] = {
+    "classify": CLASSIFY,
+    "classify_labels": CLASSIFY_LABELS,
+    "detect": DETECT,
+    "ground": GROUND,
+    "count": COUNT,
+    "choice": CHOICE,
+    "point": POINT,
+    "presence": PRESENCE,
+}
+
+_BOX_RANGE = {
+    "rel1000": "between 0 and 1000, integer",
+    "pixel": "in pixels of the image, integer",
+    "resized": "in pixels of the image, integer",
+}
+_POINT_RANGE = {
+    "rel1000": "between 0 and 1000",
+    "pixel": "in pixels of the image",
+    "resized": "in pixels of the image",
+}
+
+
+def with_article(noun: str) -> str:
+    """'aircraft' -> 'an aircraft', 'car' -> 'a car' (by first letter; good enough for class nouns)."""
+    noun = noun.strip()
+    return f"{'an' if noun[:1].lower() in 'aeiou' and noun[:1] else 'a'} {noun}"
+
+
+def option_lines(options: Sequence[str]) -> str:
+    """['cat', 'dog'] -> 'A. cat\\nB. dog'."""
+    return "\n".join(f"{string.ascii_uppercase[i]}. {opt}" for i, opt in enumerate(options))
+
+
+def resolve_template(template: str | None, task: str) -> str:
+    """A template name from TEMPLATES, a literal format string, or None for the task's default."""
+    if template is None:
+        return TEMPLATES[task]
+    return TEMPLATES.get(template, template)
+
+
+def template_fields(record: Record, coords: Coords = "rel1000") -> dict[str, Any]:
+    """The values a template can name: the record's fields plus derived ones."""
+    fields: dict[str, Any] = dict(record.fields)
+    if "query" not in fields and "instruction" in fields:
+        fields["query"] = fields["instruction"]
+    if "kind" in fields:
+        fields.setdefault("a_kind", with_article(str(fields["kind"])))
+    if "category" in fields:
+        fields.setdefault("a_category", with_article(str(fields["category"])))
+    if isinstance(fields.get("labels"), (list, tuple)):
+        fields["labels"] = ", ".join(str(x) for x in fields["labels"])
+    options = fields.get("options") or ""
+    if isinstance(options, (list, tuple)):
+        options = option_lines([str(x) for x in options])
+    fields["options"] = options.rstrip("\n") + "\n" if options else ""
+    fields.setdefault("box_range", _BOX_RANGE[coords])
+    fields.setdefault("point_range", _POINT_RANGE[coords])
+    return fields
+
+
+def render_prompt(record: Record, template: str | None = None, coords: Coords = "rel1000") -> str:
+    """The question text for a record.
+
+    An explicit `template` (a TEMPLATES name or a format string) wins; else the record's own
+    verbatim `prompt` (hub data); else the task's default template. A field the template names
+    but the record lacks is a UserError naming the field.
+
+    >>> render_prompt(Record("x.png", "count", 3, fields={"query": "How many cats?"})).splitlines()[0]
+    'How many cats?'
+    """
+    if template is None and record.prompt is not None:
+        return record.prompt
+    text = resolve_template(template, record.task)
+    fields = template_fields(record, coords)
+    try:
+        return text.format(**fields)
+    except KeyError as e:
+        have = ", ".join(sorted(k for k in record.fields)) or "none"
+        raise UserError(
+            f"prompt template needs field {e.args[0]!r} but the {record.task} record has none "
+            f"(its fields: {have}); set it in the data or change data.prompt"
+        ) from None
+    except (IndexError, ValueError) as e:
+        raise UserError(f"prompt template is not a valid format string ({e}); escape literal braces as {{{{ }}}} in data.prompt") from None
+
+
+# ----------------------------------------------------------------------------- SFT targets
+
+
+def to_model_box(box: Sequence[float], image_size: tuple[int, int], coords: Coords = "rel1000",
+                 resized_size: tuple[int, int] | None = None) -> list[int]:
+    """A pixel box in the model's integer convention: the inverse of `answers.CoordMap`, so the
+    SFT target and the reward can never disagree on coordinates."""
+    cmap = CoordMap.for_model(coords, image_size, resized_size)
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [round(x1 / cmap.sx), round(y1 / cmap.sy), round(x2 / cmap.sx), round(y2 / cmap.sy)]
+
+
+def _think(record: Record) -> str:
+    """A short generic reasoning line, unless the record carries its own (`fields['think']`)."""
+    if record.fields.get("think"):
+        return str(record.fields["think"])
+    f = record.fields
+    return {
+        "classify": f"The image shows {with_article(str(f.get('kind', 'object')))}; I compare its visible features with the {f.get('attribute', 'category')} I know.",
+        "detect": f"I look for every {f.get('category', 'object')} in the image and locate each one.",
+        "ground": "I find the region that the instruction refers to and locate it.",
+        "count": "I find each matching object in the image and count them.",
+        "choice": "I compare the image with each option.",
+        "point": "I find the target and mark it.",
+    }[record.task]
+
+
+def sft_target(record: Record, image_size: tuple[int, int] | None = None, coords: Coords = "rel1000",
+               resized_size: tuple[int, int] | None = None) -> str:
+    """The supervised completion `<think>…</think> <answer>…</answer>` for a record.
+
+    Boxes go from pixels to the model's convention (`coords`); `image_size` is the original
+    (width, height) the pixel boxes refer to (default: `record.image_size`).
+
+    >>> sft_target(Record("x.png", "ground", [10, 20, 30, 40], fields={"query": "the cat"}), (100, 200))
+    '<think>I find the region that the instruction refers to and locate it.</think> <answer>(100,100),(300,200)</answer>'
+    """
+    size = image_size or record.image_size
+    sol = record.solution
+    if record.task in ("detect", "ground", "point") and size is None:
+        raise ValueError("sft_target needs the image size to convert boxes")
+    if record.task == "classify":
+        answer = str(sol["label"] if isinstance(sol, dict) else sol)
+    elif record.task == "detect":
+        if not sol:
+            answer = "No Objects"
+        else:
+            items = [f"{{'Position': {to_model_box(b, size, coords, resized_size)}, 'Confidence': 1.00}}" for b in sol]
+            answer = "[" + ", ".join(items) + "]"
+    elif record.task == "ground":
+        x1, y1, x2, y2 = to_model_box(sol, size, coords, resized_size)
+        answer = f"({x1},{y1}),({x2},{y2})"
+    elif record.task == "point":
+        cx, cy = (float(sol[0]) + float(sol[2])) / 2, (float(sol[1]) + float(sol[3])) / 2  # pixels, rounded once
+        x, y, _, _ = to_model_box([cx, cy, cx, cy], size, coords, resized_size)
+        answer = f"[({x}, {y})]"
+    elif record.task == "count":
+        answer = str(int(sol))
+    else:  # choice
+        answer = str(sol).strip()
+    return f"<think>{_think(record)}</think> <answer>{answer}</answer>"
