@@ -152,6 +152,154 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
     run_train(run_config(preset, overrides, resume), out=out, resume=resume, force=force, mode="sft")
 
 
+# ----------------------------------------------------------------------------- predict
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--task", "-t", required=True, metavar="TASK",
+              help="classify, detect, ground, count, point or choice.")
+@click.option("--category", "-c", metavar="NAME", help="detect: the category to find, e.g. bus.")
+@click.option("--query", "-q", metavar="TEXT",
+              help="ground / count / point / choice: the instruction or question.")
+@click.option("--labels", metavar="A,B,C", help="classify: class names to list in the prompt (comma-separated).")
+@click.option("--kind", metavar="NOUN", help="classify: what the image contains (plant, pet, car); default from the run.")
+@click.option("--attribute", metavar="NOUN", help="classify: what to name (species, model); default from the run.")
+@click.option("--model", "-m", metavar="ID|DIR",
+              help="Base model: hub id or local directory (default: the adapter's base, else model.name).")
+@click.option("--adapter", "-a", type=click.Path(path_type=Path, file_okay=False),
+              help="A trained adapter: a run's final/ or checkpoints/step-N directory.")
+@preset_option
+@set_option
+@click.option("--draw", type=click.Path(path_type=Path), metavar="OUT.png",
+              help="Write the image with the answer drawn on it; several images: OUT-1.png, OUT-2.png, ... "
+                   "in argument order; an existing directory: DIR/<image name>.png.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per image (pixel coordinates of the original image).")
+@click.option("--sample/--greedy", default=False, show_default=True,
+              help="Sample with the rollout settings (temperature, top_p, top_k; one image at a time) "
+                   "instead of batched greedy decoding.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (--sample).")
+@click.option("--max-new-tokens", type=click.IntRange(1), help="Answer length at most (default eval.max_new_tokens).")
+@user_errors
+def predict(images: tuple[str, ...], task: str, category: str | None, query: str | None, labels: str | None,
+            kind: str | None, attribute: str | None, model: str | None, adapter: Path | None, preset: str | None,
+            overrides: tuple[str, ...], draw: Path | None, as_json: bool, sample: bool, seed: int,
+            max_new_tokens: int | None) -> None:
+    """Answer a question about images with a model (and an adapter); print reasoning and answer.
+
+    \b
+    vrft-lite predict bus.jpg --task detect --category bus --adapter runs/coco/final --draw out.png
+    vrft-lite predict a.jpg b.jpg --task classify --adapter runs/flowers/final --json
+    vrft-lite predict desk.jpg --task ground --query "the cup nearest the laptop" --adapter runs/lisa/final
+    vrft-lite predict cars.jpg --task count --query "How many cars are there?"
+    vrft-lite predict x.png --task detect --category circle --model merged/ --set model.quant=none
+
+    The prompt is the task's training prompt (with the run's classification nouns and
+    data.prompt when the adapter sits in a run directory). Boxes and points are printed in
+    pixels of the original image. Model settings (quantisation, device, coordinates) come
+    from --preset, else the adapter's run, else the defaults; change them with --set. An
+    unreadable image is reported and the others still run (exit status 1).
+    """
+    from visualrft_lite.predict import TaskSpec, predict as run_predict
+
+    spec = TaskSpec(task=task, category=category, query=query, kind=kind, attribute=attribute,
+                    labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None)
+    results = run_predict(images, spec, model=model, adapter=adapter, preset=preset, overrides=overrides,
+                          draw=draw, as_json=as_json, sample=sample, seed=seed, max_new_tokens=max_new_tokens)
+    if any(r.error is not None for r in results):
+        sys.exit(1)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+@main.command("eval")
+@preset_option
+@click.option("--data", "-d", metavar="SOURCE:PATH",
+              help="Evaluate on this data instead: coco:instances_val.json, folder:DIR, jsonl:FILE, hub:ID|FILE, "
+                   "or synthetic.")
+@click.option("--task", "-t", metavar="TASK", help="The data's task (data.task), when --data does not imply it.")
+@set_option
+@click.option("--adapter", "-a", type=click.Path(path_type=Path, file_okay=False),
+              help="A trained adapter (omit it for the base model's baseline row).")
+@click.option("--model", "-m", metavar="ID|DIR", help="Base model (default: the adapter's base, else model.name).")
+@click.option("--limit", "-n", type=click.IntRange(1), help="Evaluate a seeded subset of at most N records.")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="Output directory (default runs/eval-<name>-<time>).")
+@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@click.option("--two-stage/--one-stage", default=None,
+              help="Detection: ask whether the category is present first, boxes only where it is "
+                   "(the paper's protocol; default eval.two_stage).")
+@user_errors
+def eval_(preset: str | None, data: str | None, task: str | None, overrides: tuple[str, ...], adapter: Path | None,
+          model: str | None, limit: int | None, out: Path | None, force: bool, two_stage: bool | None) -> None:
+    """Score greedy answers on a held-out split, the way the paper reports them.
+
+    \b
+    vrft-lite eval --preset coco-8cat-2shot                      # base model: the baseline row
+    vrft-lite eval --preset coco-8cat-2shot --adapter runs/coco/final --two-stage
+    vrft-lite eval --adapter runs/flowers/final --limit 500      # the run's own data and settings
+    vrft-lite eval --data folder:data/pets/test --adapter runs/pets/final --set data.kind=pet
+
+    \b
+    classify   accuracy, per-class accuracy, confusion counts, format rate
+    detect     COCO mAP (IoU .50:.95) / AP50 / per-category AP (pycocotools), mean over categories
+    ground     mean IoU and the fraction with IoU > 0.5
+    count, choice  accuracy;  point  fraction of points inside the target
+
+    Writes predictions.jsonl (completion, parsed answer, per-sample reward) and
+    metrics.json (fractions) to --out and prints a table (percent).
+    """
+    from visualrft_lite.evaluate import run_eval
+
+    run_eval(preset=preset, data=data, task=task, overrides=overrides, adapter=adapter, model=model,
+             limit=limit, out=out, force=force, two_stage=two_stage)
+
+
+# ----------------------------------------------------------------------------- merge
+
+
+@main.command()
+@click.option("--adapter", "-a", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The adapter: a run's final/ or checkpoints/step-N directory.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Directory for the merged model.")
+@click.option("--base", "-b", metavar="ID|DIR", help="Base model (default: base_model_name_or_path in adapter_config.json).")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16", show_default=True,
+              help="Weights of the merged model.")
+@click.option("--from-quantized", is_flag=True,
+              help="Merge into the NF4-dequantised base weights (what training saw) instead of the original ones.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] for the merge.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out (an earlier merge).")
+@user_errors
+def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized: bool, device: str,
+          force: bool) -> None:
+    """Fold a LoRA adapter into its base and save a plain transformers checkpoint.
+
+    \b
+    vrft-lite merge --adapter runs/coco/final --out merged/coco-2b
+    vrft-lite merge --adapter runs/coco/final --out merged/coco-2b-nf4 --from-quantized --dtype fp16
+
+    The result (safetensors, config, generation config, processor, chat template) loads
+    with AutoModelForImageTextToText.from_pretrained(OUT) and serving engines, no vrft-lite.
+    The merge is checked on a probe image: the maximum |merged - base+adapter| logit
+    difference is printed, and above tolerance (1e-4 in fp32, looser in fp16/bf16) it is
+    an error and nothing is written.
+
+    \b
+    The adapter was trained against NF4-rounded base weights. By default it is added to the
+    original full-precision weights: the cleanest checkpoint, and usually what you want,
+    but not exactly the function training optimised (re-run eval on the merged model to
+    see the difference). --from-quantized adds it to the NF4-dequantised weights instead:
+    exactly what training saw, but the merged model keeps the 4-bit rounding of every base
+    weight at full size (and needs bitsandbytes).
+    """
+    from visualrft_lite.export import merge as run_merge
+
+    run_merge(adapter, out, base=base, dtype=dtype, from_quantized=from_quantized, force=force,  # type: ignore[arg-type]
+              device=device, echo=click.echo)
+
+
 # ----------------------------------------------------------------------------- plot
 
 

@@ -94,7 +94,8 @@ def _quantization_config(cfg: ModelConfig, dtype: torch.dtype) -> Any:
 
     # Keep the vision tower and lm_head in full precision: quantising them costs accuracy
     # and breaks backward on some back-ends.
-    skip = ["visual", "lm_head"]
+    # transformers 5 matches these from the start of the module name, so name the full path.
+    skip = ["lm_head", "model.visual", "visual"]
     if cfg.quant == "4bit":
         return BitsAndBytesConfig(
             load_in_4bit=True,
@@ -126,7 +127,11 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
         model.to(device)
     model.requires_grad_(False)
     _no_cpu_repack(model)
-    processor = load_processor(name, cfg)
+    try:
+        processor = load_processor(name, cfg)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the processor of {cfg.name!r} (tokenizer / preprocessor files): "
+                        f"{str(e).splitlines()[0][:200]}") from None
     return Loaded(model=model, processor=processor, device=device, dtype=dtype, name=name)
 
 
@@ -180,8 +185,10 @@ def load_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool = F
         model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
         base = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("size mismatch")), lines[0] if lines else "")
         raise UserError(
-            f"adapter {adapter_dir} does not fit base {loaded.name} (trained on {base}): {str(e).splitlines()[0][:200]}"
+            f"adapter {adapter_dir} does not fit base {loaded.name} (trained on {base}): {detail[:200]}"
         ) from None
     if trainable:
         _finish_trainable(model, loaded.dtype, gradient_checkpointing)

@@ -1,0 +1,141 @@
+"""`vrft-lite merge`: a trained adapter becomes a plain checkpoint anyone can load.
+
+    checks     the adapter dir holds an adapter; --out is new, empty, or (with --force) an
+               earlier merge; the base is --base or the adapter config's base
+    merge      `modeling.merge.merge_lora`: base in bf16/fp16/fp32 (or NF4 dequantised) +
+               adapter -> merge_and_unload, with probe logits before and after
+    verify     max |merged - base+adapter| on the probe must stay under the dtype's tolerance
+    save       safetensors + config + generation config + processor + chat template, so
+               `AutoModelForImageTextToText.from_pretrained(OUT)` needs no vrft-lite code
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from visualrft_lite.errors import UserError
+from visualrft_lite.generate import adapter_base, model_config_for, run_config_path
+
+Dtype = Literal["bf16", "fp16", "fp32"]
+
+TOLERANCE: dict[str, float] = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
+"""Allowed max |merged - base+adapter| per unit of logit scale (max(1, max |logit|)).
+
+fp32 merges agree to rounding (~1e-7 on the tiny model); in fp16/bf16 the merged weight
+W + s·BA is rounded once to the dtype while base+adapter rounds each product, so logits
+differ by a few units in the last place of every layer, accumulated over the depth."""
+
+
+@dataclass
+class MergeReport:
+    out: Path
+    base: str
+    dtype: str
+    from_quantized: bool
+    max_abs_diff: float
+    tolerance: float
+    adapter_effect: float
+    files: list[str]
+
+
+def check_out_dir(out: Path, *, force: bool, protected: list[Path]) -> None:
+    """--out must be new or empty; --force replaces an earlier merge, never other files."""
+    resolved = out.expanduser().resolve()
+    for p in protected:
+        p = p.expanduser().resolve()
+        if resolved == p or p.is_relative_to(resolved):
+            raise UserError(f"--out {out} would overwrite the adapter or base model at {p}; choose another directory")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; choose a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
+        if not (out / "config.json").is_file():
+            raise UserError(f"--out {out} holds files that are not a saved model; --force only replaces an earlier merge, "
+                            f"so empty it yourself or choose another directory")
+
+
+def merge(
+    adapter: Path,
+    out: Path,
+    *,
+    base: str | None = None,
+    dtype: Dtype = "bf16",
+    from_quantized: bool = False,
+    force: bool = False,
+    device: str = "auto",
+    echo: Callable[[str], None] = print,
+) -> MergeReport:
+    """Merge `adapter` into its base, verify on a probe input, save a plain checkpoint to `out`."""
+    if dtype not in TOLERANCE:
+        raise UserError(f"--dtype must be one of {', '.join(TOLERANCE)}; got {dtype!r}")
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"{adapter} holds no adapter (adapter_config.json missing); "
+                        f"pass a run's final/ or checkpoints/step-N directory")
+    if base is None and adapter_base(adapter) is None and run_config_path(adapter) is None:
+        raise UserError(f"{adapter}/adapter_config.json names no base model; pass --base ID|DIR")
+    cfg = dataclasses.replace(model_config_for(adapter, model=base), device=device, quant="none")
+    protected = [adapter] + ([Path(cfg.name)] if Path(cfg.name).exists() else [])
+    check_out_dir(out, force=force, protected=protected)
+    if from_quantized:
+        _check_bitsandbytes()
+
+    from visualrft_lite.modeling.merge import merge_lora, save_merged
+
+    where = "NF4-dequantised" if from_quantized else dtype
+    echo(f"merging {adapter} into {cfg.name} ({where} weights, saved as {dtype})")
+    try:
+        result = merge_lora(cfg, adapter, dtype=dtype, from_quantized=from_quantized)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError(f"out of GPU memory loading {cfg.name} in {dtype}; merge on the CPU with --device cpu") from None
+    tolerance = TOLERANCE[dtype] * max(1.0, result.logit_scale)
+    reference = "NF4 base + adapter" if from_quantized else f"{dtype} base + adapter"
+    echo(f"probe: max |merged - ({reference})| logits = {result.max_abs_diff:.3g} "
+         f"(tolerance {tolerance:.3g}; the adapter itself moves them by up to {result.adapter_effect:.3g})")
+    if result.adapter_effect == 0.0:
+        echo("note: the adapter does not change the probe's logits at all (LoRA B is zero: an untrained adapter?)")
+    if not result.max_abs_diff <= tolerance:  # also catches NaN
+        raise UserError(
+            f"merged model differs from base + adapter by {result.max_abs_diff:.3g} > {tolerance:.3g} on the probe; "
+            f"nothing was written (retry with --dtype fp32, and report it if it persists)"
+        )
+    info = {
+        "adapter": str(adapter),
+        "base": cfg.name,
+        "dtype": dtype,
+        "from_quantized": from_quantized,
+        "dequantized_layers": result.dequantized_layers,
+        "probe_max_abs_diff": result.max_abs_diff,
+        "probe_tolerance": tolerance,
+        "probe_adapter_effect": result.adapter_effect,
+        "min_pixels": cfg.min_pixels,
+        "max_pixels": cfg.max_pixels,
+        "coords": cfg.coords,
+    }
+    files = save_merged(result, out, dtype, info)
+    echo(f"wrote {out}: {', '.join(files)}")
+    echo(f"load it with AutoModelForImageTextToText.from_pretrained({str(out)!r}), "
+         f"or: vrft-lite predict IMAGE --model {out} --set model.quant=none ...")
+    return MergeReport(out=out, base=cfg.name, dtype=dtype, from_quantized=from_quantized,
+                       max_abs_diff=result.max_abs_diff, tolerance=tolerance,
+                       adapter_effect=result.adapter_effect, files=files)
+
+
+def _check_bitsandbytes() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError("--from-quantized needs bitsandbytes (pip install bitsandbytes); or merge without it")
+
+
+def read_merge_info(folder: Path) -> dict[str, object]:
+    path = folder / "merge_info.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
