@@ -87,6 +87,20 @@ def presets_show(name: str, resolved: bool) -> None:
 # ----------------------------------------------------------------------------- train
 
 
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `train` and `sft` share: what to run and where its run directory is."""
+    for option in reversed([
+        preset_option,
+        set_option,
+        click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<preset>-<time>)."),
+        click.option("--resume", type=click.Path(path_type=Path, exists=True, file_okay=False),
+                     help="Continue a run from its last checkpoint (its config.yaml is used)."),
+        click.option("--force", is_flag=True, help="Overwrite a non-empty --out."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def run_config(preset: str | None, overrides: tuple[str, ...], resume: Path | None) -> Any:
     """A new run's config (--preset + --set), or a resumed run's own config.yaml."""
     from visualrft_lite.config import load_config
@@ -103,12 +117,7 @@ def run_config(preset: str | None, overrides: tuple[str, ...], resume: Path | No
 
 
 @main.command()
-@preset_option
-@set_option
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<preset>-<time>).")
-@click.option("--resume", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Continue a run from its last checkpoint (its config.yaml is used).")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@run_options
 @user_errors
 def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool) -> None:
     """Fine-tune with Visual-RFT (GRPO) and write a run directory.
@@ -128,12 +137,7 @@ def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resu
 
 
 @main.command()
-@preset_option
-@set_option
-@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<preset>-<time>).")
-@click.option("--resume", type=click.Path(path_type=Path, exists=True, file_okay=False),
-              help="Continue a run from its last checkpoint (its config.yaml is used).")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@run_options
 @user_errors
 def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool) -> None:
     """Supervised fine-tuning on the same records: the paper's baseline.

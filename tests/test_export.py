@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, invoke
 import torch
 
 from visualrft_lite import export
@@ -20,23 +21,6 @@ from visualrft_lite.errors import UserError
 from visualrft_lite.modeling import merge as merge_mod
 
 TARGETS = r".*language_model.*\.(q_proj|v_proj|down_proj)"
-
-
-def invoke(*args):
-    from click.testing import CliRunner
-
-    import cli
-
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def make_adapter(base_dir: Path, out: Path, seed: int = 1) -> Path:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import assert_one_line_error, invoke
 import torch
 from PIL import Image
 
@@ -18,23 +19,6 @@ from visualrft_lite.draw import PALETTE, drawing_paths
 from visualrft_lite.rewards import parse_prediction
 
 TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-
-
-def invoke(*args):
-    from click.testing import CliRunner
-
-    import cli
-
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 @pytest.fixture(scope="module")

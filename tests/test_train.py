@@ -47,11 +47,30 @@ def cfg_for(tiny_model_dir, shapes_root):
     return make
 
 
+@pytest.fixture
+def reachable_reward(monkeypatch, tiny_model_dir):
+    """A reward a random model reaches by chance: the share of the completion's tokens in the
+    lower half of the vocabulary (the real rewards need <answer> tags a random model never writes,
+    so every advantage would be 0 and nothing would move)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    half = len(tok) // 2
+
+    def reward(task, completion, solution, **kw):
+        ids = tok(completion, add_special_tokens=False)["input_ids"] or [half]
+        low = sum(i < half for i in ids) / len(ids)
+        return {"format": 0.0, "accuracy": low, "total": low}
+
+    monkeypatch.setattr(train_mod, "score", reward)
+    return reward
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_one_step_moves_lora_and_leaves_base_frozen(cfg_for, tmp_path):
+def test_one_step_moves_lora_and_leaves_base_frozen(cfg_for, tmp_path, reachable_reward):
     trainer = Trainer(cfg_for(), tmp_path, quiet=True)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train_step()
@@ -108,7 +127,7 @@ def test_filter_logits_top_k_and_top_p():
     assert torch.isinf(filter_logits(logits, top_k=0, top_p=0.81)).tolist() == [[False, False, False, True]]
 
 
-def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path):
+def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path, reachable_reward):
     pytest.importorskip("bitsandbytes")
     trainer = Trainer(cfg_for(**{"model.quant": "4bit"}), tmp_path, quiet=True)
     kinds = {type(m).__name__ for m in trainer.model.modules()}
@@ -117,30 +136,22 @@ def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path):
     m1 = trainer.train_step()
     m2 = trainer.train_step()
     assert all(torch.isfinite(torch.tensor([m["loss"], m["kl"]])).all() for m in (m1, m2))
+    assert m1["grad_norm"] > 0 and m2["grad_norm"] > 0  # gradients flowed through the NF4 layers
     assert any(p.grad is None for p in trainer.params)  # zeroed after the step
 
 
-def test_reward_rises_on_a_reachable_reward(cfg_for, tmp_path, monkeypatch):
-    # A reward a random model reaches by chance: the share of the completion's token ids in
-    # the lower half of the vocabulary. GRPO should push it up within a few dozen steps.
-    cfg = cfg_for(**{"train.steps": 30, "rollout.num_generations": 8, "rollout.max_completion_length": 6,
+def test_reward_rises_on_a_reachable_reward(cfg_for, tmp_path, reachable_reward):
+    # GRPO should push the reachable reward up within a few dozen seeded steps.
+    cfg = cfg_for(**{"train.steps": 40, "rollout.num_generations": 8, "rollout.max_completion_length": 6,
                      "train.prompts_per_step": 2, "train.micro_batch_size": 8, "train.learning_rate": 3e-2,
                      "grpo.beta": 0.0})
     trainer = Trainer(cfg, tmp_path, quiet=True)
-    half = len(trainer.processor.tokenizer) // 2
-
-    def reward(task, completion, solution, **kw):
-        ids = trainer.processor.tokenizer(completion, add_special_tokens=False)["input_ids"] or [half]
-        low = sum(i < half for i in ids) / len(ids)
-        return {"format": 0.0, "accuracy": low, "total": low}
-
-    monkeypatch.setattr(train_mod, "score", reward)
     rewards = [trainer.train_step()["reward"] for _ in range(cfg.train.steps)]
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10
     assert last > first + 0.15, rewards
 
 
-def test_resume_gives_the_same_metrics(cfg_for, tmp_path):
+def test_resume_gives_the_same_metrics(cfg_for, tmp_path, reachable_reward):
     keys = ("reward", "loss", "kl", "grad_norm", "completion_length")
     straight = train(cfg_for(**{"train.steps": 4}), out=tmp_path / "a", quiet=True)
     first = train(cfg_for(**{"train.steps": 2}), out=tmp_path / "b", quiet=True)
@@ -172,7 +183,7 @@ def test_kill_while_saving_keeps_previous_checkpoint(cfg_for, tmp_path, monkeypa
     assert resumed.step == 1
 
 
-def test_interrupt_saves_and_says_how_to_resume(cfg_for, tmp_path, monkeypatch):
+def test_interrupt_saves_and_says_how_to_resume(cfg_for, tmp_path, reachable_reward, monkeypatch):
     cfg = cfg_for(**{"train.steps": 5})
     real = Trainer.train_step
 
@@ -188,7 +199,7 @@ def test_interrupt_saves_and_says_how_to_resume(cfg_for, tmp_path, monkeypatch):
     assert ckpt.latest_checkpoint(tmp_path / "r").name == "step-000001"
 
 
-def test_non_finite_losses_stop_the_run(cfg_for, tmp_path, monkeypatch):
+def test_non_finite_losses_stop_the_run(cfg_for, tmp_path, reachable_reward, monkeypatch):
     cfg = cfg_for(**{"train.steps": 10, "train.max_nonfinite": 2})
     real = train_mod.grpo.grpo_loss
 
