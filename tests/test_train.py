@@ -143,8 +143,8 @@ def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path, reachable_reward):
 def test_reward_rises_on_a_reachable_reward(cfg_for, tmp_path, reachable_reward):
     # GRPO should push the reachable reward up within a few dozen seeded steps.
     cfg = cfg_for(**{"train.steps": 40, "rollout.num_generations": 8, "rollout.max_completion_length": 6,
-                     "train.prompts_per_step": 2, "train.micro_batch_size": 8, "train.learning_rate": 3e-2,
-                     "grpo.beta": 0.0})
+                     "train.prompts_per_step": 2, "train.micro_batch_size": 8, "train.learning_rate": 5e-2,
+                     "lora.r": 16, "lora.alpha": 32, "grpo.beta": 0.0})
     trainer = Trainer(cfg, tmp_path, quiet=True)
     rewards = [trainer.train_step()["reward"] for _ in range(cfg.train.steps)]
     first, last = sum(rewards[:10]) / 10, sum(rewards[-10:]) / 10

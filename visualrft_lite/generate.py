@@ -120,8 +120,10 @@ def generate_batch(
         return [_sample_one(model, processor, im, p, device, max_new_tokens, rollout or RolloutConfig(), generator)
                 for im, p in zip(images, prompts)]
     eos_ids, suppress_ids, pad_id = ops.special_token_ids(processor)
-    texts = [ops.chat_text(processor, p) for p in prompts]
     tokenizer = processor.tokenizer
+    # embedding rows past the tokenizer (padding to a round size) decode to nothing: never pick them
+    suppress_ids = suppress_ids + list(range(len(tokenizer), ops.lm_head(model)[0].shape[0]))
+    texts = [ops.chat_text(processor, p) for p in prompts]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generated tokens must follow each prompt directly
     try:

@@ -55,12 +55,17 @@ def next_tokens(
     suppress_ids: list[int],
     greedy: bool,
     generator: torch.Generator | None,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
-    """Pick one token per row from [B, V] logits -> [B]."""
+    """Pick one token per row from [B, V] logits -> [B]; ids >= vocab_size are never picked."""
     logits = logits.float()
     banned = suppress_ids + (eos_ids if step < cfg.min_completion_length else [])
     if banned:
         logits = logits.index_fill(1, torch.tensor(banned, device=logits.device), float("-inf"))  # a copy
+    if vocab_size is not None and vocab_size < logits.shape[1]:
+        # embedding rows past the tokenizer (padding to a round size) decode to nothing
+        logits = logits.clone() if not banned else logits
+        logits[:, vocab_size:] = float("-inf")
     if cfg.repetition_penalty != 1.0 and generated is not None and generated.numel():
         seen = torch.gather(logits, 1, generated)
         seen = torch.where(seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty)
@@ -101,8 +106,8 @@ def sample_group(
         tokens = torch.empty(num, 0, dtype=torch.long, device=device)  # [G, t]
         done = torch.zeros(num, dtype=torch.bool, device=device)  # [G]
         for step in range(max_new):
-            nxt = next_tokens(logits, cfg, step=step, generated=tokens, eos_ids=eos_ids,
-                              suppress_ids=suppress_ids, greedy=greedy, generator=generator)  # [G]
+            nxt = next_tokens(logits, cfg, step=step, generated=tokens, eos_ids=eos_ids, suppress_ids=suppress_ids,
+                              greedy=greedy, generator=generator, vocab_size=len(processor.tokenizer))  # [G]
             nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
             done = done | torch.isin(nxt, eos)

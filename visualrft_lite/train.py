@@ -645,7 +645,8 @@ class Trainer:
                 mload.save_model(self.loaded, path)
             self.acc.wait_for_everyone()
             self.mcfg = dataclasses.replace(self.mcfg, name=str(path))
-            self.loaded.name = str(path)  # the GRPO adapter's base_model_name_or_path
+            self.loaded.name = str(path)
+            self.loaded.model.name_or_path = str(path)  # peft records it as the adapter's base
             mload.add_lora(self.loaded, self.cfg.lora, gradient_checkpointing=self.mcfg.gradient_checkpointing,
                            seed=self.cfg.train.seed)
             self.model = self.loaded.model

@@ -232,9 +232,3 @@ def adapter_base_name(adapter_dir: str | Path) -> str | None:
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
-def set_threads_for_cpu() -> None:
-    """Respect OMP_NUM_THREADS if the user set it; otherwise torch's default."""
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -10,8 +10,8 @@ saved like a hub checkpoint, so it goes through exactly the loading code a hub m
                 SPECIAL_TOKEN_IDS) and Qwen2-VL's chat template.
     processor   Qwen2-VL image processor (patch 14, merge 2, temporal patch 2, CLIP mean/std),
                 pixels capped at 112x112: a 112x112 image is 8x8 patches -> 16 image tokens.
-    model       text: hidden 128, 4 layers, 4 heads (2 KV), M-RoPE sections [4, 6, 6], untied
-                embeddings like the 2B, init std 0.1 so LoRA can sharpen its output (see TINY_TEXT);
+    model       text: hidden 128, 4 layers, 4 heads (2 KV), M-RoPE sections [4, 6, 6], an untied
+                lm_head of std 0.1 so LoRA can sharpen its output (see LM_HEAD_STD; the 2B ties);
                 vision: depth 2, embed 64, 4 heads. fp32, safetensors.
     generation_config.json  Qwen2-VL's near-greedy defaults (top_k 1, top_p 0.001, temperature
                 0.1) ON PURPOSE: rollouts must pass every sampling parameter explicitly.
@@ -36,10 +36,13 @@ if TYPE_CHECKING:
 TINY_MODEL_ID = "vrft-lite/tiny-qwen2-vl"
 TINY_ALIASES = (TINY_MODEL_ID, "tiny")
 BUILDER_VERSION = 2  # bump on any change to what the builder writes
-# An untied lm_head drawn with std 0.1 rather than the config's 0.02. With 0.02 the logits of a
-# 128-wide random model stay within about +-2.5, and LoRA adapters (which cannot move lm_head)
-# could barely sharpen any token's probability. Tied embeddings that large make a random model
-# repeat its input token (its logit is |e|^2), so the tiny model unties them; the real 2B ties.
+# An untied lm_head drawn with std 0.1 rather than the config's 0.02. The final RMSNorm fixes
+# |h| = sqrt(128) and LoRA adapters cannot move lm_head, so no logit can exceed
+# sqrt(128) * |w_token| = 128 * std: 2.6 at 0.02, where no token passes ~1% probability and a
+# LoRA SFT warm-up stalls at loss ~5 (measured); at 0.1 the ceiling is ~13 and the same SFT
+# reaches loss 0.1 in 30 steps while the untrained model still samples near-uniformly (entropy
+# 7.0 of 7.66 nats). Tied embeddings that large make a random model repeat its input token (its
+# logit is |e|^2), so the tiny model unties them; the real 2B ties.
 LM_HEAD_STD = 0.1
 BUILD_MARKER = "vrft_tiny.json"  # written last: the folder is complete
 
@@ -89,12 +92,6 @@ TINY_TEXT = {
     "hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
     "num_key_value_heads": 2, "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
     "mrope_section": [4, 6, 6],  # sums to head_dim / 2 = 128 / 4 / 2 = 16, scaled from [16, 24, 24]
-    # Not the usual 0.02. The final RMSNorm fixes |h| = sqrt(128), and the tied embedding is
-    # not LoRA-trained, so the largest logit LoRA can ever reach is |h| * |e| = 128 * std:
-    # 2.6 at std 0.02, where no token can pass ~1% probability and SFT stalls at loss ~5.
-    # At 0.1 (about 1/sqrt(hidden)) that ceiling is ~13; the untrained model still samples
-    # near-uniformly (entropy 7.0 of 7.66 nats) and LoRA SFT learns a fixed answer in ~20 steps.
-    "initializer_range": 0.1,
 }
 TINY_VISION = {"depth": 2, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 4}
 
@@ -312,20 +309,27 @@ def _build_into(out: Path, seed: int) -> None:
         path.chmod(0o644)  # save_pretrained writes some files 0600; a shared cache must be readable
 
 
-def _write_checkpoint(out: Path, seed: int) -> None:
+def random_tiny_model(seed: int) -> Any:
+    """The tiny model's random weights from `seed` (global RNG state left untouched), fp32, eval."""
     import torch
-    from transformers import GenerationConfig, Qwen2VLForConditionalGeneration
+    from transformers import Qwen2VLForConditionalGeneration
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(tiny_config()).to(torch.float32).eval()
+        torch.nn.init.normal_(model.lm_head.weight, std=LM_HEAD_STD)
+    return model
+
+
+def _write_checkpoint(out: Path, seed: int) -> None:
+    from transformers import GenerationConfig
 
     corpus = _corpus()
     processor = _build_processor(corpus)
     processor.save_pretrained(out)
 
-    config = tiny_config()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
-        torch.nn.init.normal_(model.lm_head.weight, std=LM_HEAD_STD)
+    model = random_tiny_model(seed)
     ids = SPECIAL_TOKEN_IDS
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
@@ -340,8 +344,8 @@ def _write_checkpoint(out: Path, seed: int) -> None:
 
 def build_tag(seed: int) -> str:
     """Cache folder name: builder version, seed, and a hash of every input that shapes the build."""
-    spec = json.dumps({"v": BUILDER_VERSION, "lm_head_std": LM_HEAD_STD, "corpus": _corpus(), "text": TINY_TEXT, "vision": TINY_VISION,
-                       "bpe": BPE_VOCAB_SIZE, "vocab": TINY_VOCAB_SIZE, "specials": SPECIAL_TOKENS,
+    spec = json.dumps({"v": BUILDER_VERSION, "lm_head_std": LM_HEAD_STD, "corpus": _corpus(), "text": TINY_TEXT,
+                       "vision": TINY_VISION, "bpe": BPE_VOCAB_SIZE, "vocab": TINY_VOCAB_SIZE, "specials": SPECIAL_TOKENS,
                        "template": CHAT_TEMPLATE, "image": IMAGE_PROCESSOR, "gen": NEAR_GREEDY}, sort_keys=True)
     return f"tiny-qwen2-vl-v{BUILDER_VERSION}-seed{seed}-{hashlib.sha256(spec.encode()).hexdigest()[:10]}"
 
