@@ -239,6 +239,9 @@ class Trainer:
             raise UserError(f"no usable training records in {cfg.data.path or cfg.data.source} (skipped: {dict(data.skipped)})")
         self.records = data.records
         self.skipped = dict(data.skipped)
+        if self.skipped and self.main and not quiet:
+            print(f"{len(self.records)} training records; skipped: "
+                  + ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())))
         self.stream = PromptStream(len(self.records), cfg.train.seed)
 
         self.step = 0
@@ -362,7 +365,7 @@ class Trainer:
                     break
                 loss.backward()
                 w = st["completion_tokens"] / max(1, num_tok)  # stats are this micro-batch's token means
-                totals["loss"] += float(loss)
+                totals["loss"] += loss.item()
                 totals["kl"] += st.get("kl", 0.0) * w
                 totals["clip_fraction"] += st.get("clip_fraction", 0.0) * w
             if not finite:
@@ -428,7 +431,7 @@ class Trainer:
                 loss_total = float("nan")
                 break
             loss.backward()
-            loss_total += float(loss)
+            loss_total += loss.item()
         t1 = time.perf_counter()
         finite = math.isfinite(loss_total) and bool(batch)
         grad_norm = 0.0
