@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,22 @@ class RunLog:
     """Lines skipped in both files: not JSON, not an object, or without an integer step."""
 
 
+def _json_objects(path: Path) -> Iterator[dict[str, Any] | None]:
+    """Each non-blank line of a JSONL file as a dict, or None where it is not a JSON object."""
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                yield None
+                continue
+            yield row if isinstance(row, dict) else None
+
+
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Rows with an integer `step`, sorted by step (the last line wins a repeated step), and the skip count.
 
@@ -44,45 +61,25 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     line is the one the final weights came from. A torn last line (a run still writing) is
     just one more skipped line.
     """
-    if not path.is_file():
-        return [], 0
     by_step: dict[int, dict[str, Any]] = {}
     malformed = 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                malformed += 1
-                continue
-            step = row.get("step") if isinstance(row, dict) else None
-            if not isinstance(step, int) or isinstance(step, bool):
-                malformed += 1
-                continue
-            by_step[step] = row
+    for row in _json_objects(path):
+        step = row.get("step") if row is not None else None
+        if not isinstance(step, int) or isinstance(step, bool):
+            malformed += 1
+            continue
+        by_step[step] = row
     return [by_step[s] for s in sorted(by_step)], malformed
 
 
 def read_heldout(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Held-out rows in file order; unlike metrics, several stages may share a step."""
-    if not path.is_file():
-        return [], 0
     rows, malformed = [], 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                malformed += 1
-                continue
-            if not isinstance(row, dict) or number(row.get("step")) is None or number(row.get("accuracy")) is None:
-                malformed += 1
-                continue
-            rows.append(row)
+    for row in _json_objects(path):
+        if row is None or number(row.get("step")) is None or number(row.get("accuracy")) is None:
+            malformed += 1
+            continue
+        rows.append(row)
     return rows, malformed
 
 
