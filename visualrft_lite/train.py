@@ -292,6 +292,12 @@ class Trainer:
     def prompt_text(self, record: Record) -> str:
         return render_prompt(record, self.cfg.data.prompt, coords=self.cfg.model.coords)
 
+    def clock(self) -> float:
+        """Wall time for the phase timers; on CUDA, after the queued kernels finish."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
     def phase(self) -> str:
         return "sft" if self.step < self.sft_steps else "grpo"
 
@@ -403,7 +409,7 @@ class Trainer:
     def sft_step(self) -> dict[str, Any]:
         """One supervised step: token-mean cross-entropy of the answer text after each prompt."""
         cfg = self.cfg
-        t0 = time.perf_counter()
+        t0 = self.clock()
         indices = self.stream.for_step(self.step, cfg.train.sft_batch_size, self.rank, self.world)
         batch = []
         skipped = 0
@@ -432,7 +438,7 @@ class Trainer:
                 break
             loss.backward()
             loss_total += loss.item()
-        t1 = time.perf_counter()
+        t1 = self.clock()
         finite = math.isfinite(loss_total) and bool(batch)
         grad_norm = 0.0
         if finite:
@@ -446,17 +452,17 @@ class Trainer:
         self.step += 1
         m = {"step": self.step, "phase": "sft", "loss": loss_total, "tokens": num_tok, "grad_norm": grad_norm,
              "lr": cfg.train.sft_learning_rate, "time/sft": round(t1 - t0, 4),
-             "time/optimizer": round(time.perf_counter() - t1, 4), "skipped_images": skipped,
+             "time/optimizer": round(self.clock() - t1, 4), "skipped_images": skipped,
              "peak_memory_gb": peak_memory_gb(self.device)}
         return self.reduce_metrics(m)
 
     def train_step(self) -> dict[str, Any]:
         cfg = self.cfg
         stats = StepStats()
-        t0 = time.perf_counter()
+        t0 = self.clock()
         indices = self.stream.for_step(self.step, cfg.train.prompts_per_step, self.rank, self.world)
         rollouts = self.rollout(indices, stats)
-        stats.times["rollout"] = time.perf_counter() - t0
+        stats.times["rollout"] = self.clock() - t0
         completion_tokens = int(sum(r.group.completion_mask.sum() for r in rollouts))
 
         G = cfg.rollout.num_generations
@@ -469,22 +475,22 @@ class Trainer:
             for i, r in enumerate(rollouts):
                 r.advantages = adv[i * G : (i + 1) * G]
 
-        t1 = time.perf_counter()
+        t1 = self.clock()
         if cfg.grpo.beta > 0 and rollouts:
             self.logprobs_no_grad(rollouts, reference=True)
         if cfg.grpo.num_iterations > 1 and rollouts:
             self.logprobs_no_grad(rollouts, reference=False)
-        stats.times["reference"] = time.perf_counter() - t1
+        stats.times["reference"] = self.clock() - t1
 
         loss_stats: dict[str, float] = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
         grad_norm = 0.0
         skipped_update = False
         for _ in range(cfg.grpo.num_iterations):
-            t2 = time.perf_counter()
+            t2 = self.clock()
             if rollouts:
                 loss_stats = self.policy_update(rollouts)
-            stats.times["policy"] += time.perf_counter() - t2
-            t3 = time.perf_counter()
+            stats.times["policy"] += self.clock() - t2
+            t3 = self.clock()
             finite = bool(loss_stats.get("finite", 1.0))
             if self.world > 1:  # every process must agree to skip, or the all-reduce deadlocks
                 flag = torch.tensor([0.0 if finite else 1.0], device=self.device)
@@ -498,7 +504,7 @@ class Trainer:
                 self.nonfinite_in_row += 1
                 self.nonfinite_total += 1
                 skipped_update = True
-            stats.times["optimizer"] += time.perf_counter() - t3
+            stats.times["optimizer"] += self.clock() - t3
         self.step += 1
         self.last_rollouts = rollouts
         return self.metrics(rollouts, loss_stats, grad_norm, stats, completion_tokens, skipped_update)
