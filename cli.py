@@ -126,7 +126,7 @@ def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resu
     vrft-lite train --preset flowers-1shot
     vrft-lite train --preset demo --set train.steps=20 --out runs/try
     vrft-lite train --resume runs/try --set train.steps=40
-    accelerate launch --num_processes 2 -m cli train --preset coco-8cat-4shot
+    accelerate launch --num_processes 2 cli.py train --preset coco-8cat-4shot
 
     The run directory holds config.yaml, metrics.jsonl, samples.jsonl, checkpoints/ and
     final/ (a PEFT adapter). Ctrl-C saves a checkpoint and says how to resume.
