@@ -428,9 +428,8 @@ class Trainer:
         loss_total = 0.0
         self.model.train()
         for prompt, ids in batch:
-            embeds = ops.image_embeds(self.model, prompt)
-            if not cfg.lora.train_vision:
-                embeds = embeds.detach()
+            with torch.set_grad_enabled(cfg.lora.train_vision):  # a frozen tower keeps no graph
+                embeds = ops.image_embeds(self.model, prompt)
             logp = completion_logprobs(self.model, prompt, embeds, ids, torch.ones_like(ids), 1.0)  # [1, T]
             loss = -logp.sum() / num_tok  # summed over the batch: the token mean of the whole batch
             if not torch.isfinite(loss):
@@ -466,12 +465,9 @@ class Trainer:
         completion_tokens = int(sum(r.group.completion_mask.sum() for r in rollouts))
 
         G = cfg.rollout.num_generations
-        for r in rollouts:
-            totals = torch.tensor([x["total"] for x in r.rewards], dtype=torch.float32)  # [G]
-            r.advantages = grpo.group_advantages(totals, G, cfg.grpo.scale_rewards).to(self.device)
-        if cfg.grpo.scale_rewards == "batch" and len(rollouts) > 1:
-            allr = torch.tensor([x["total"] for r in rollouts for x in r.rewards])  # [P*G]
-            adv = grpo.group_advantages(allr, G, "batch").to(self.device)
+        if rollouts:
+            totals = torch.tensor([x["total"] for r in rollouts for x in r.rewards], dtype=torch.float32)  # [P*G]
+            adv = grpo.group_advantages(totals, G, cfg.grpo.scale_rewards).to(self.device)  # [P*G]
             for i, r in enumerate(rollouts):
                 r.advantages = adv[i * G : (i + 1) * G]
 

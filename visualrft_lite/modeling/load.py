@@ -6,6 +6,7 @@ The KL reference is never a second model: it is this model with its adapters dis
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -114,7 +115,7 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
     name = resolve_model_name(cfg.name)
     device = pick_device(cfg)
     dtype = dtype or pick_dtype(cfg, device)
-    qcfg = _quantization_config(ModelConfig(**{**cfg.__dict__, "quant": quant or cfg.quant}), dtype)
+    qcfg = _quantization_config(dataclasses.replace(cfg, quant=quant or cfg.quant), dtype)
     kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=pick_attn(cfg, device), use_safetensors=True)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
