@@ -231,7 +231,7 @@ def test_out_dir_refuses_non_empty_without_force(tmp_path):
 
 def test_eval_on_the_tiny_model_writes_predictions_and_metrics(tiny_model_dir, shapes_root, tmp_path, capsys):
     overrides = [f"model.name={tiny_model_dir}", "model.quant=none", "model.device=cpu",
-                 "eval.batch_size=3", "eval.max_new_tokens=6"]
+                 "model.min_pixels=3136", "model.max_pixels=12544", "eval.batch_size=3", "eval.max_new_tokens=6"]
     ev, out = run_eval(preset="demo", data=f"synthetic:{shapes_root}", task="classify", overrides=overrides,
                        limit=5, out=tmp_path / "ev")
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
@@ -246,7 +246,7 @@ def test_eval_on_the_tiny_model_writes_predictions_and_metrics(tiny_model_dir, s
 
 def test_two_stage_eval_runs_on_the_tiny_model(tiny_model_dir, shapes_root, tmp_path):
     overrides = [f"model.name={tiny_model_dir}", "model.quant=none", "model.device=cpu",
-                 "eval.batch_size=4", "eval.max_new_tokens=4"]
+                 "model.min_pixels=3136", "model.max_pixels=12544", "eval.batch_size=4", "eval.max_new_tokens=4"]
     ev, out = run_eval(preset="demo", data=f"synthetic:{shapes_root}", task="detect", overrides=overrides,
                        limit=4, out=tmp_path / "ev", two_stage=True, quiet=True)
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]

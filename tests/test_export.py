@@ -43,7 +43,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
     from visualrft_lite.config import load_config
 
     run = tmp_path_factory.mktemp("run")
-    cfg = load_config("demo", [f"model.name={tiny_model_dir}", "model.max_pixels=6272"])
+    cfg = load_config("demo", [f"model.name={tiny_model_dir}", "model.min_pixels=3136", "model.max_pixels=6272"])
     (run / "config.yaml").write_text(cfg.to_yaml())
     return make_adapter(tiny_model_dir, run / "final")
 

@@ -30,6 +30,7 @@ def tiny_overrides(tiny_model_dir: Path, shapes_root: Path, **extra: object) -> 
     base = {
         "model.name": str(tiny_model_dir), "model.quant": "none", "model.device": "cpu",
         "model.gradient_checkpointing": False,
+        "model.min_pixels": 3136, "model.max_pixels": 12544,  # 16 image tokens: fast (the demo upscales)
         "data.source": "synthetic", "data.path": str(shapes_root), "data.task": "classify",
         "rollout.num_generations": 4, "rollout.max_completion_length": 8,
         "train.steps": 2, "train.prompts_per_step": 2, "train.micro_batch_size": 3,

@@ -88,12 +88,6 @@ def _image_size(record: Record) -> tuple[int, int] | None:
     return tuple(record.image_size) if record.image_size is not None else None  # type: ignore[return-value]
 
 
-def _image_name(record: Record) -> str:
-    if isinstance(record.image, (str, Path)):
-        return str(record.image)
-    return str(record.meta.get("file_name") or record.meta.get("image_id") or "<in-memory image>")
-
-
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -125,8 +119,8 @@ def score_completions(
     for i, (rec, completion) in enumerate(zip(records, completions)):
         size = _image_size(rec)
         if task in BOX_TASKS and size is None:
-            raise ValueError(f"record {i} ({_image_name(rec)}) has no image_size; box tasks need it")
-        row: dict[str, Any] = {"index": i, "image": _image_name(rec), "task": task}
+            raise ValueError(f"record {i} ({rec.image_name}) has no image_size; box tasks need it")
+        row: dict[str, Any] = {"index": i, "image": rec.image_name, "task": task}
         if rec.fields.get("category") is not None:
             row["category"] = rec.fields["category"]
         row["completion"] = completion

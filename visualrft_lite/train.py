@@ -8,6 +8,9 @@
         optimizer  all-reduce LoRA grads (multi-process), clip, AdamW step, schedule
         log        metrics.jsonl, samples.jsonl, progress bar; checkpoint every N steps
 
+With train.sft_warmup > 0 the loop first runs that many supervised steps (`sft_step`); with
+eval.heldout > 0 it scores held-out records greedily before, after the warm-up and at the end.
+
 Runs under accelerate: `accelerate launch --num_processes N vrft-lite train ...` is
 data-parallel (each process its own copy of the 4-bit base; the LoRA gradients are
 all-reduced explicitly before each optimizer step).
@@ -268,7 +271,7 @@ class Trainer:
         if not self.heldout_records:
             return None
         headline = HEADLINE[self.cfg.data.task]
-        scores = []
+        scores, answers = [], []
         for rec in self.heldout_records:
             try:
                 image = load_image(rec.image)
@@ -280,12 +283,16 @@ class Trainer:
             group = sample_group(self.model, self.processor, prompt, embeds, self.cfg.rollout, num=1, greedy=True)
             scores.append(score(rec.task, group.texts[0], rec.solution, image_size=rec.image_size or image.size,
                                 resized_size=prompt.resized_size, options=self.cfg.reward))
+            answers.append({"step": self.step, "stage": stage, "image": rec.image_name, "solution": rec.solution,
+                            "completion": group.texts[0], "reward": scores[-1]})
         row = {"step": self.step, "stage": stage, "n": len(scores),
                "format_rate": float(np.mean([x["format"] for x in scores])),
                "accuracy": float(np.mean([x.get(headline, 0.0) for x in scores])),
                "reward": float(np.mean([x["total"] for x in scores]))}
         with (self.run_dir / "heldout.jsonl").open("a") as f:
             f.write(json.dumps(row) + "\n")
+        with (self.run_dir / "heldout_answers.jsonl").open("a") as f:  # what the table's numbers are made of
+            f.writelines(json.dumps(a) + "\n" for a in answers)
         self.heldout_rows.append(row)
         return row
 

@@ -42,3 +42,10 @@ class Record:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+
+    @property
+    def image_name(self) -> str:
+        """The image's path, or for an in-memory image its file name / id from the source."""
+        if isinstance(self.image, (str, Path)):
+            return str(self.image)
+        return str(self.meta.get("file_name") or self.meta.get("image_id") or "<in-memory image>")
