@@ -12,6 +12,8 @@ import json
 import pytest
 from helpers import invoke
 
+from visualrft_lite.config import load_config
+
 
 @pytest.mark.slow
 def test_shortened_demo_reward_rises(tmp_path):
@@ -30,6 +32,6 @@ def test_shortened_demo_reward_rises(tmp_path):
     answers = [json.loads(line) for line in (out / "heldout_answers.jsonl").read_text().splitlines()]
     assert [a["stage"] for a in answers] == ["base"] * base["n"] + ["sft"] * sft["n"] + ["grpo"] * grpo["n"]
     assert sum(a["reward"]["accuracy"] for a in answers if a["stage"] == "grpo") == pytest.approx(grpo["accuracy"] * grpo["n"])
-    sft_steps = 38  # presets/demo.yaml
+    sft_steps = load_config("demo").train.sft_warmup
     phases = [json.loads(line)["phase"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert phases == ["sft"] * sft_steps + ["grpo"] * 12

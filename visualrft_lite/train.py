@@ -271,7 +271,7 @@ class Trainer:
         if not self.heldout_records:
             return None
         headline = HEADLINE[self.cfg.data.task]
-        scores, answers = [], []
+        answers = []
         for rec in self.heldout_records:
             try:
                 image = load_image(rec.image)
@@ -281,10 +281,13 @@ class Trainer:
             with torch.no_grad():
                 embeds = ops.image_embeds(self.model, prompt)
             group = sample_group(self.model, self.processor, prompt, embeds, self.cfg.rollout, num=1, greedy=True)
-            scores.append(score(rec.task, group.texts[0], rec.solution, image_size=rec.image_size or image.size,
-                                resized_size=prompt.resized_size, options=self.cfg.reward))
+            reward = score(rec.task, group.texts[0], rec.solution, image_size=rec.image_size or image.size,
+                           resized_size=prompt.resized_size, options=self.cfg.reward)
             answers.append({"step": self.step, "stage": stage, "image": rec.image_name, "solution": rec.solution,
-                            "completion": group.texts[0], "reward": scores[-1]})
+                            "completion": group.texts[0], "reward": reward})
+        if not answers:  # every held-out image unreadable: nothing to score
+            return None
+        scores = [a["reward"] for a in answers]
         row = {"step": self.step, "stage": stage, "n": len(scores),
                "format_rate": float(np.mean([x["format"] for x in scores])),
                "accuracy": float(np.mean([x.get(headline, 0.0) for x in scores])),
