@@ -484,8 +484,9 @@ def test_unusual_colour_modes_load_through_a_source(tmp_path):
     Image.new("CMYK", (8, 6), (0, 255, 0, 0)).save(root / "a" / "cmyk.jpg")
     png(root / "a" / "p.png", mode="P", color=3)
     Image.new("I;16", (8, 6)).save(root / "a" / "g16.png")
+    png(root / "b" / "rgb.png")  # a second class: a single class folder is refused
     res = load_records(cfg(source="folder", path=str(root)))
-    assert len(res.records) == 4 and not res.skipped
+    assert len(res.records) == 5 and not res.skipped
     assert {r.image_size for r in res.records} == {(8, 6)}
 
 

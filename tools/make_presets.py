@@ -24,12 +24,17 @@ LVIS_RARE_6 = ["horse_buggy", "die", "kitchen_table", "omelet", "papaya", "stepl
 LVIS_OV_13 = ["casserole", "die", "egg_roll", "futon", "garbage", "handsaw", "hippopotamus", "kitchen_table",
               "mallet", "omelet", "shot_glass", "stepladder", "sugar_bowl"]
 
-# dataset -> (prompt noun, attribute, folder under data/, released 4-shot hub set, classes, test images)
+# dataset -> (prompt noun, attribute, data.source, folder the official download leaves,
+#             released 4-shot hub set, classes, official test images, note on the test split)
 CLASSIFICATION = {
-    "flowers": ("plant", "species", "flowers102", "laolao77/ViRFT_CLS_flower_4_shot", 102, 2463),
-    "pets": ("pet", "species", "pets37", "laolao77/ViRFT_CLS_pets37_4shot", 37, 3669),
-    "aircraft": ("aircraft", "model", "fgvc_aircraft", "laolao77/ViRFT_CLS_fgvc_aircraft_4_shot", 100, 3333),
-    "cars": ("car", "model", "cars196", "laolao77/ViRFT_CLS_car196_4shot", 196, 8041),
+    "flowers": ("plant", "species", "flowers102", "flowers-102", "laolao77/ViRFT_CLS_flower_4_shot", 102, 6149,
+                "the paper scores Visual-RFT's own list of 2463"),
+    "pets": ("pet", "species", "oxford_pets", "oxford-iiit-pet", "laolao77/ViRFT_CLS_pets37_4shot", 37, 3669,
+             "as the paper"),
+    "aircraft": ("aircraft", "model", "fgvc_aircraft", "fgvc-aircraft-2013b", "laolao77/ViRFT_CLS_fgvc_aircraft_4_shot",
+                 100, 3333, "as the paper"),
+    "cars": ("car", "model", "stanford_cars", "stanford_cars", "laolao77/ViRFT_CLS_car196_4shot", 196, 8041,
+             "as the paper; no longer downloadable: fetch a copy, point data.path at it"),
 }
 
 MODELS = {
@@ -96,21 +101,15 @@ eval:
 
 
 def classification(ds: str, shots: int, size: str) -> str:
-    kind, attr, folder, hub, classes, tests = CLASSIFICATION[ds]
-    if shots == 4:
-        data = f"""  source: hub                 # Visual-RFT's released 4-shot set (parquet: image / problem / solution)
-  path: {hub}
-  eval_path: data/{folder}/test  # class-per-folder test images ({tests} in the paper); point it at yours
+    kind, attr, source, folder, hub, classes, tests, note = CLASSIFICATION[ds]
+    released = (f"\n  # Visual-RFT's released set instead: --set data.source=hub data.path={hub} data.eval_path=data"
+                if shots == 4 else "")
+    data = f"""  source: {source}{' ' * (20 - len(source))}# the official release, read in its own layout with its class names and splits
+  path: data                  # the folder holding {folder}/ (or {folder}/ itself); a class-folder re-pack works too
+  download: true              # fetch the release there (torchvision's downloader) when it is missing
   task: classify
-  kind: {kind}                 # prompt: "This is an image containing a {kind}..."
-  attribute: {attr}            # prompt: "...identify the {attr} of the {kind}..."
-  seed: 0                     # k-shot sampling seed"""
-    else:
-        data = f"""  source: folder              # class-per-folder images: data/{folder}/train/<class>/*.jpg
-  path: data/{folder}/train
-  eval_path: data/{folder}/test  # {tests} test images in the paper
-  task: classify
-  shots: {shots}                    # images per class ({classes} classes), sampled with `seed`
+  shots: {shots}                    # images per class ({classes} classes) from the official training images, seeded
+  # eval: the official test list, {tests} images ({note}){released}
   kind: {kind}                 # prompt: "This is an image containing a {kind}..."
   attribute: {attr}            # prompt: "...identify the {attr} of the {kind}..."
   seed: 0                     # k-shot sampling seed"""
@@ -127,16 +126,11 @@ reward:
 
 
 def coco_fewshot(shots: int, size: str) -> str:
-    if shots == 4:
-        data = """  source: hub                 # Visual-RFT's released ViRFT_COCO_8_cate_4_shot (32 images)
-  path: laolao77/ViRFT_COCO_8_cate_4_shot
-  eval_path: data/coco/annotations/instances_val2017.json  # COCO val2017 instances
-  image_root: data/coco/val2017"""
-    else:
-        data = f"""  source: coco                # COCO instance JSON
-  path: data/coco/annotations/instances_train2017.json
-  image_root: data/coco/train2017
-  eval_path: data/coco/annotations/instances_val2017.json
+    released = ("\n  # Visual-RFT's released 32 images instead: --set data.source=hub "
+                "data.path=laolao77/ViRFT_COCO_8_cate_4_shot data.eval_path=data/coco" if shots == 4 else "")
+    data = f"""  source: coco                # COCO 2017 as downloaded: annotations/instances_{{train,val}}2017.json, train2017/, val2017/
+  path: data/coco             # the COCO folder (or its instances_train2017.json); images from train2017/
+  # eval: instances_val2017.json next to the train json, images from val2017/ (data.eval_path, data.eval_image_root){released}
   shots: {shots}                    # images per category, sampled with `seed`
   negatives: {shots}                # images without the category per category ("No Objects")"""
     return f"""# COCO few-shot detection, 8 categories, {shots}-shot, Qwen2-VL-{size.upper()} (Visual-RFT paper).
@@ -161,9 +155,8 @@ name: lvis-rare6-10shot{'' if size == '2b' else '-7b'}
 description: LVIS 6 rare categories 10-shot detection, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
 data:
   source: coco                # LVIS v1 uses the COCO instance format (images from COCO 2017)
-  path: data/lvis/lvis_v1_train.json
-  image_root: data/coco
-  eval_path: data/lvis/lvis_v1_val.json
+  path: data/lvis/lvis_v1_train.json  # images (train2017/, val2017/ from each coco_url) found in data/coco, or data.image_root
+  # eval: lvis_v1_val.json next to it (its images come from both train2017/ and val2017/)
   task: detect
   categories: {yaml_list(LVIS_RARE_6)}  # the paper's 6 rare
   shots: 10                   # images per category (the paper: about 10)
@@ -182,9 +175,10 @@ def lisa(size: str) -> str:
 name: lisa-grounding{'' if size == '2b' else '-7b'}
 description: LISA reasoning grounding (239 images), Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
 data:
-  source: jsonl               # one line per image: {{"image", "task": "ground", "query", "solution": [x1,y1,x2,y2] pixels}}
-  path: data/lisa/train.jsonl # ReasonSeg train masks converted to boxes (239 images)
-  eval_path: data/lisa/test.jsonl  # 779 test images (val: 200)
+  source: reasonseg           # LISA's ReasonSeg as released: <id>.jpg + <id>.json (instructions, polygons; no boxes)
+  path: data/reason_seg/ReasonSeg  # the folder holding train/ (239 images); Visual-RFT's lisa_train.json works too
+  # box = bounds of the target polygons ('ignore' and 'flag' shapes left out); one record per instruction
+  # eval: test/ (779 images), else val/ (200)
   task: ground
 
 reward:
@@ -198,8 +192,7 @@ def open_vocab(which: str, size: str) -> str:
         head = "COCO open-vocabulary detection: train on 65 base classes, test on 15 novel"
         data = f"""  source: hub                 # Visual-RFT's released ViRFT_COCO_base65 (6k, 65 base classes)
   path: laolao77/ViRFT_COCO_base65
-  eval_path: data/coco/annotations/instances_val2017.json
-  image_root: data/coco/val2017
+  eval_path: data/coco        # the COCO folder: annotations/instances_val2017.json, images from val2017/
   task: detect
   eval_categories: {yaml_list(COCO_NOVEL_15)}  # the paper's 15 novel"""
         name = "coco-ov-base65"
@@ -207,8 +200,7 @@ def open_vocab(which: str, size: str) -> str:
         head = "LVIS open-vocabulary detection: train on COCO base classes, test on 13 rare LVIS"
         data = f"""  source: hub                 # Visual-RFT's released ViRFT_COCO_base65 (the paper trains on COCO base)
   path: laolao77/ViRFT_COCO_base65
-  eval_path: data/lvis/lvis_v1_val.json
-  image_root: data/coco
+  eval_path: data/lvis/lvis_v1_val.json  # images (train2017/, val2017/) found in data/coco, or data.eval_image_root
   task: detect
   eval_categories: {yaml_list(LVIS_OV_13)}  # the paper's 13 rare"""
         name = "lvis-ov-rare13"

@@ -10,11 +10,19 @@ Objects"). Eval split: every eligible image x every selected category, so mAP se
 false positives too. LVIS is federated: an image is eligible for a category only if the
 category is annotated on it or listed in its `neg_category_ids` (verified absent), and
 positives listed in `not_exhaustive_category_ids` are not used for training.
+
+Where things are, as the official downloads leave them: `data.path` is the train json or the
+COCO folder (`annotations/instances_train2017.json`, `train2017/`, `val2017/`); without
+`data.eval_path` the eval json is the val json next to the train json. Images of each json
+sit in the folder named by its split (`instances_val2017.json` -> `val2017/`), found next to
+the json unless `data.image_root` / `data.eval_image_root` say where; LVIS names its images
+`train2017/...` or `val2017/...` (from `coco_url`), found under the COCO folder.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,13 +82,72 @@ def resolve_image(root: Path, file_name: str) -> Path:
     return path
 
 
+_SPLIT_DIR = re.compile(r"(train|val|test|minival)(\d{4})")
+
+
+def split_folder_name(json_path: Path) -> str | None:
+    """'val2017' for instances_val2017.json; None for names without one (LVIS, your own)."""
+    m = _SPLIT_DIR.search(json_path.stem)
+    return m.group(0) if m else None
+
+
+def _json_in_dir(folder: Path, split_word: str, key: str) -> Path:
+    """The instances json of a COCO (or LVIS) folder; COCO's instances_* win over lvis_*."""
+    for pattern in (f"instances_{split_word}*.json", f"lvis_v*_{split_word}.json"):
+        found = sorted(folder.glob(pattern)) + sorted(folder.glob(f"annotations/{pattern}"))
+        if found:
+            return found[-1]  # the newest year when several are present
+    raise UserError(f"{folder} holds no annotations/instances_{split_word}2017.json or lvis_v1_{split_word}.json ({key}); "
+                    f"point {key} at the instances json")
+
+
+def coco_json(path: Path, split: Literal["train", "eval"], key: str) -> Path:
+    """The instances json for a split: `path` itself or the one in a COCO folder; with no
+    data.eval_path, the val json next to the train json."""
+    if path.is_dir():
+        return _json_in_dir(path, "val" if key == "data.eval_path" or split == "eval" else "train", key)
+    if split == "eval" and key == "data.path":
+        if "train" not in path.name:
+            raise UserError(f"{path.name} has no val json to pair with; set data.eval_path to the val instances json")
+        val = path.with_name(path.name.replace("train", "val"))
+        if not val.is_file():
+            raise UserError(f"{val.name} is not next to {path} (the eval split of a train json); "
+                            f"set data.eval_path to the val instances json")
+        return val
+    return path
+
+
+def image_dir(json_path: Path, data: dict[str, Any], cfg: DataConfig, split: Literal["train", "eval"]) -> tuple[Path, str]:
+    """The folder a json's image file names are relative to, and the setting that controls it."""
+    setting = "data.eval_image_root" if split == "eval" else "data.image_root"
+    want = split_folder_name(json_path)
+    explicit = cfg.eval_image_root if split == "eval" else cfg.image_root
+    if explicit is None and split == "eval" and cfg.image_root:
+        root = Path(cfg.image_root).expanduser()
+        if want and _SPLIT_DIR.fullmatch(root.name) and root.name != want:
+            # data.image_root names the train images (train2017/); the val json's are in val2017/ next to it
+            return root.parent / want, setting
+        explicit, setting = cfg.image_root, "data.image_root"
+    if explicit is not None:
+        root = Path(explicit).expanduser()
+        if not root.is_dir():
+            raise UserError(f"image directory {explicit} not found ({setting})")
+        return root, setting
+    here = json_path.parent
+    candidates = [here / want, here.parent / want] if want else []
+    candidates += [here, here.parent, here.parent / "coco", here / "coco"]
+    candidates += [here.parent / "coco" / want] if want else []
+    candidates = [c for c in dict.fromkeys(candidates) if c.is_dir()]
+    names = [image_file_name(im) for im in data["images"][:5]]
+    best = max(candidates, key=lambda c: sum(resolve_image(c, n).exists() for n in names), default=here)
+    return best, setting
+
+
 def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"], key: str = "data.path") -> LoadResult:
     data = read_instances(json_path, key)
-    root = Path(cfg.image_root).expanduser() if cfg.image_root else json_path.parent
-    if cfg.image_root and not root.is_dir():
-        raise UserError(f"image directory {cfg.image_root} not found (data.image_root)")
+    root, setting = image_dir(json_path, data, cfg, split)
     skipped: Counter[str] = Counter()
-    checker = ImageChecker(skipped)
+    checker = ImageChecker(skipped, setting)
 
     cats = {int(c["id"]): c for c in data["categories"]}
     by_name = {str(c["name"]): cid for cid, c in cats.items()}
@@ -112,11 +179,12 @@ def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"],
         if size is None:
             return None
         if im.get("width") and im.get("height") and (int(im["width"]), int(im["height"])) != size:
-            skipped[SIZE_MISMATCH] += 1  # boxes would land in the wrong place (or EXIF-rotated frame)
+            # boxes would land in the wrong place (or an EXIF-rotated frame)
+            checker.skip(SIZE_MISMATCH, str(path), f"json says {im['width']}x{im['height']}, the file is {size[0]}x{size[1]}")
             return None
         truth = clip_boxes(boxes.get((image_id, cid), []), size, skipped)
         if positive and not truth:
-            skipped[NO_VALID_BOX] += 1
+            checker.skip(NO_VALID_BOX, str(path), f"no {cats[cid]['name']} box inside the image")
             return None
         meta: dict[str, Any] = {"source": "coco", "image_id": image_id, "category_id": cid, "file_name": file_name}
         crowd_boxes = crowd.get((image_id, cid))
@@ -157,4 +225,4 @@ def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"],
         if cfg.negatives:
             order = seeded_order(absent, cfg.seed, f"{name}:negative")
             records.extend(take_usable(order, cfg.negatives, lambda i, cid=cid: make(i, cid, positive=False)))
-    return LoadResult(records, skipped)
+    return LoadResult(records, skipped, checker.entries)

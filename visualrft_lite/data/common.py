@@ -31,34 +31,74 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 
 
 @dataclass
+class Skip:
+    """One file (or record) left out, and why: a line of skipped.jsonl.
+
+    path:   the file that was tried (for in-memory images, their origin: file:row).
+    reason: the skip counter key (MISSING_IMAGE, CORRUPT_IMAGE, ...).
+    stage:  where it was left out: "train" / "eval" when loading, "train-step" or "eval-step"
+            when the image failed later, while decoding.
+    detail: the error, or the setting that controls the path (data.image_root, ...).
+    """
+
+    path: str
+    reason: str
+    stage: str = ""
+    detail: str = ""
+
+
+@dataclass
 class LoadResult:
-    """The usable records, and how many things were skipped or changed, by reason."""
+    """The usable records, how many things were skipped or changed by reason, and which files."""
 
     records: list[Record]
     skipped: Counter[str] = field(default_factory=Counter)
+    files: list[Skip] = field(default_factory=list)
 
     def summary(self) -> str:
-        """'12 records; skipped: 1 missing image, 3 box clipped' (one line for logs)."""
-        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items()))
-        return f"{len(self.records)} records" + (f"; skipped: {parts}" if parts else "")
+        """'12 records; skipped: 1 missing image (first: /d/x.jpg, data.image_root)' (one line for logs)."""
+        parts = []
+        for reason, n in sorted(self.skipped.items()):
+            first = next((s for s in self.files if s.reason == reason), None)
+            hint = f" (first: {first.path}{', ' + first.detail if first.detail else ''})" if first else ""
+            parts.append(f"{n} {reason}{hint}")
+        return f"{len(self.records)} records" + (f"; skipped: {', '.join(parts)}" if parts else "")
 
 
 class ImageChecker:
-    """Probes each image once (size + cheap integrity check), counting failures by reason."""
+    """Probes each image once (size + cheap integrity check), counting and naming failures.
 
-    def __init__(self, skipped: Counter[str]) -> None:
+    `setting` names the config key that decides where images are looked for; it goes into
+    every missing-image entry so the message says what to change.
+    """
+
+    def __init__(self, skipped: Counter[str], setting: str = "data.path") -> None:
         self.skipped = skipped
+        self.setting = setting
+        self.entries: list[Skip] = []
+        self._named: set[tuple[str, str]] = set()
         self._sizes: dict[str, tuple[int, int] | None] = {}
 
-    def size(self, src: ImageSource, key: str | None = None) -> tuple[int, int] | None:
-        """(width, height), or None after counting a missing/corrupt image. Cached by `key`."""
+    def skip(self, reason: str, path: str, detail: str = "") -> None:
+        """Count a skip and name its file (once per file and reason; the count is per record)."""
+        self.skipped[reason] += 1
+        if (reason, path) not in self._named:
+            self._named.add((reason, path))
+            self.entries.append(Skip(path=path, reason=reason, detail=detail))
+
+    def size(self, src: ImageSource, key: str | None = None, name: str | None = None) -> tuple[int, int] | None:
+        """(width, height), or None after counting a missing/corrupt image. Cached by `key`.
+
+        `name` is what a skip entry calls an in-memory image (its origin, e.g. file:row).
+        """
         key = key if key is not None else (str(src) if isinstance(src, (str, Path)) else None)
         if key is not None and key in self._sizes:
             return self._sizes[key]
         try:
             size: tuple[int, int] | None = probe_image(src)
         except ImageLoadError as e:
-            self.skipped[e.reason] += 1
+            where = str(src) if isinstance(src, (str, Path)) else (name or "<in-memory image>")
+            self.skip(e.reason, where, self.setting if e.reason == MISSING_IMAGE else str(e))
             size = None
         if key is not None:
             self._sizes[key] = size

@@ -2,8 +2,11 @@
 
 Accepted at `data.path`: a parquet file, a directory of parquet files (split by file or folder
 name: train-*.parquet, test/..., as the hub lays them out), a `save_to_disk` directory (a
-Dataset or a DatasetDict; its Arrow files are read with pyarrow directly), or a hub id such as
+Dataset or a DatasetDict; its Arrow files are read with pyarrow directly), a hub cache folder
+(`datasets--owner--name/`, whose `snapshots/<rev>/` hold the files), or a hub id such as
 `laolao77/ViRFT_COCO_8_cate_4_shot` (through `datasets.load_dataset`, the `hub` extra).
+`is_hub_dir` recognises such a folder from its contents, whatever data.source says.
+Visual-RFT's sets are train-only: evaluating on one says which setting names held-out data.
 
 `problem` becomes the record's prompt verbatim; `solution` ("<answer>...</answer>", boxes in
 0-1000) is parsed by `answers.parse_solution` into pixels of the image it belongs to. Images
@@ -49,6 +52,32 @@ _INSTRUCTION = re.compile(r"instruction:\s*(.*?)\s*Output the thinking", re.DOTA
 Row = dict[str, Any]
 
 
+NO_TEST_SPLIT = ("Visual-RFT's released sets are train-only; evaluate on held-out data with --set data.eval_path=PATH "
+                 "(e.g. the official dataset's folder, or a COCO val json) or eval --data SOURCE:PATH")
+
+
+def snapshot_dir(path: Path) -> Path:
+    """A hub cache folder (datasets--owner--name/) -> its current snapshots/<rev>/; else `path`."""
+    snapshots = path / "snapshots"
+    if not snapshots.is_dir():
+        return path
+    ref = path / "refs" / "main"
+    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
+        return snapshots / ref.read_text().strip()
+    revs = sorted((d for d in snapshots.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    if not revs:
+        raise UserError(f"{path} is a hub cache folder with no downloaded snapshot; download the dataset again")
+    return revs[-1]
+
+
+def is_hub_dir(path: Path) -> bool:
+    """A hub layout: parquet files in the folder or in its data/, train/, test/ ... sub-folders
+    (what `--local-dir` downloads leave), a save_to_disk folder, or a hub cache folder."""
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or (path / "snapshots").is_dir():
+        return True
+    return any(any(folder.glob("*.parquet")) for folder in (path, *(path / s for s in ("data", *TRAIN_SPLITS, *EVAL_SPLITS))))
+
+
 def _pyarrow() -> Any:
     try:
         import pyarrow  # noqa: F401
@@ -75,7 +104,7 @@ def _pick_split(names: list[str], split: Literal["train", "eval"], where: str, k
         if name in names:
             return name
     if split == "eval" and key == "data.path":
-        raise UserError(f"{where} has no test split (splits: {', '.join(names) or 'none'}); set data.eval_path")
+        raise UserError(f"{where} has no test split (splits: {', '.join(names) or 'none'}); {NO_TEST_SPLIT}")
     return None
 
 
@@ -123,7 +152,7 @@ def _local_rows(path: Path, split: Literal["train", "eval"], key: str) -> tuple[
     """Rows of a local parquet file / folder / save_to_disk folder, and the folder paths are relative to."""
     if path.is_file():
         if split == "eval" and key == "data.path":
-            raise UserError(f"{path} is a single file with no test split; set data.eval_path")
+            raise UserError(f"{path} is a single file with no test split; {NO_TEST_SPLIT}")
         if path.suffix == ".arrow":
             raise UserError(f"{path}: point {key} at the save_to_disk folder, not one of its .arrow files")
         return _read_parquet([path], path), path.parent
@@ -135,7 +164,7 @@ def _local_rows(path: Path, split: Literal["train", "eval"], key: str) -> tuple[
         return _read_arrow_dataset(path / name), path / name
     if (path / "state.json").is_file():  # Dataset.save_to_disk
         if split == "eval" and key == "data.path":
-            raise UserError(f"{path} is one dataset with no test split; set data.eval_path")
+            raise UserError(f"{path} is one dataset with no test split; {NO_TEST_SPLIT}")
         return _read_arrow_dataset(path), path
     files = sorted(path.rglob("*.parquet"))
     if not files:
@@ -150,7 +179,7 @@ def _local_rows(path: Path, split: Literal["train", "eval"], key: str) -> tuple[
     if not chosen:
         which = "train" if split == "train" else "test"
         if split == "eval" and key == "data.path":
-            raise UserError(f"{path} has no test-*.parquet files; set data.eval_path")
+            raise UserError(f"{path} has no test-*.parquet files; {NO_TEST_SPLIT}")
         raise UserError(f"{path} has no {which} parquet files ({key})")
     return _read_parquet(chosen, path), path
 
@@ -209,34 +238,35 @@ def _group(rec: Record) -> str | None:
 def load_hub(path_str: str, cfg: DataConfig, split: Literal["train", "eval"], key: str = "data.path") -> LoadResult:
     path = Path(path_str).expanduser()
     if path.exists():
-        rows, base = _local_rows(path, split, key)
+        rows, base = _local_rows(snapshot_dir(path) if path.is_dir() else path, split, key)
     elif _HUB_ID.match(path_str) and not path_str.endswith((".parquet", ".arrow", ".json")):
         rows, base = _hub_rows(path_str, split, key)
     else:
         raise UserError(f"dataset path {path_str} not found ({key}); give a parquet file or folder, a save_to_disk folder or a hub id")
 
     skipped: Counter[str] = Counter()
-    checker = ImageChecker(skipped)
+    checker = ImageChecker(skipped, "data.image_root")
     records: list[Record] = []
     for index, (row, origin) in enumerate(rows):
+        where = f"{origin}:row {index}"
         image = _image_of(row.get("image"), base, cfg)
         if image is None:
-            skipped[MISSING_IMAGE] += 1
+            checker.skip(MISSING_IMAGE, where, "the image cell is empty")
             continue
-        size = checker.size(image, key=image if isinstance(image, str) else None)
+        size = checker.size(image, key=image if isinstance(image, str) else None, name=where)
         if size is None:
             continue
         problem, solution = row.get("problem"), row.get("solution")
         if not isinstance(problem, str) or not isinstance(solution, str):
-            skipped[BAD_SOLUTION] += 1
+            checker.skip(BAD_SOLUTION, where, "problem / solution is not text")
             continue
         try:
             if cfg.task == "classify":
                 truth: Any = classify_solution(solution, cfg.synonyms)
             else:
                 truth = parse_solution(cfg.task, solution, image_size=size)
-        except ValueError:
-            skipped[BAD_SOLUTION] += 1
+        except ValueError as e:
+            checker.skip(BAD_SOLUTION, where, " ".join(str(e).split())[:200])
             continue
         if cfg.task == "detect":
             truth = clip_boxes(truth, size, skipped)
@@ -263,7 +293,7 @@ def load_hub(path_str: str, cfg: DataConfig, split: Literal["train", "eval"], ke
         records = [r for r in records if norm_name(_group(r) or "") in keep]
     if cfg.shots is not None and split == "train" and cfg.task in ("classify", "detect"):
         records = _k_per_group(records, cfg.shots, cfg.seed, skipped)
-    return LoadResult(records, skipped)
+    return LoadResult(records, skipped, checker.entries)
 
 
 def _k_per_group(records: list[Record], k: int, seed: int, skipped: Counter[str]) -> list[Record]:

@@ -1,28 +1,38 @@
 """One entry point from a `data:` config section to records: `load_records(cfg, split)`.
 
-    hub        Visual-RFT parquet / save_to_disk / hub id           (data/hub.py)
-    folder     root/<class>/*.jpg, k-shot per class                 (data/folder.py)
-    coco       COCO / LVIS instance JSON, k-shot per category       (data/coco.py)
-    jsonl      your own records                                      (data/jsonl.py)
-    synthetic  generated shapes, cached, then one of the above by task
+    hub            Visual-RFT parquet / save_to_disk / hub cache / hub id      (data/hub.py)
+    folder         root/<class>/*.jpg or root/{train,test|val|valid}/<class>/  (data/folder.py)
+    flowers102, oxford_pets, fgvc_aircraft, stanford_cars
+                   the official releases, downloadable                         (data/official.py)
+    coco           COCO / LVIS instance JSON or a COCO folder                  (data/coco.py)
+    reasonseg      LISA's per-image JSON, or Visual-RFT's lisa_train.json      (data/reasonseg.py)
+    jsonl          your own records (JSON Lines or a JSON array)               (data/jsonl.py)
+    synthetic      generated shapes, cached, then one of the above by task
 
-Every image is probed once here (size + cheap integrity check); missing or corrupt ones are
-skipped and counted in `LoadResult.skipped`, as are clipped and dropped boxes. The trainer
-decodes images per step with `images.load_image`.
+What a path holds decides how it is read when its contents are unambiguous (`detect_kind`):
+a parquet folder is hub data, an official layout is that dataset, a JSON array of
+lisa_train.json items is LISA, whatever data.source says; data.source decides the rest and
+which dataset to download. Every image is probed once here (size + cheap integrity check);
+missing or corrupt ones are skipped, counted in `LoadResult.skipped` and named in
+`LoadResult.files`, as are clipped and dropped boxes (counted only). The trainer decodes
+images per step with `images.load_image`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from visualrft_lite.data.coco import load_coco
+from visualrft_lite.data.coco import coco_json, load_coco
 from visualrft_lite.data.common import LoadResult, apply_limit, require_path
 from visualrft_lite.data.folder import load_folder
-from visualrft_lite.data.hub import load_hub
+from visualrft_lite.data.hub import is_hub_dir, load_hub
 from visualrft_lite.data.jsonl import load_jsonl
+from visualrft_lite.data.official import OFFICIAL, download, find_official, is_repack, load_official, not_found
+from visualrft_lite.data.reasonseg import is_lisa_item, is_reasonseg_dir, load_lisa_array, load_reasonseg
 from visualrft_lite.data.synthetic import make_shapes
 from visualrft_lite.errors import UserError
 from visualrft_lite.prompts import render_prompt
@@ -30,13 +40,16 @@ from visualrft_lite.prompts import render_prompt
 if TYPE_CHECKING:
     from visualrft_lite.config import DataConfig
 
-__all__ = ["LoadResult", "load_records", "synthetic_root"]
+__all__ = ["LoadResult", "detect_kind", "load_records", "synthetic_root"]
 
 _WHAT = {
     "folder": "a folder of class sub-folders",
-    "coco": "a COCO/LVIS instances .json file",
+    "coco": "a COCO/LVIS instances .json file or a COCO folder",
     "jsonl": "a .jsonl file of records",
+    "reasonseg": "ReasonSeg's folder (train/, val/, test/) or Visual-RFT's lisa_train.json",
+    **{name: f"the folder {d.folder}/ of the official download, or its parent" for name, d in OFFICIAL.items()},
 }
+CLASSIFY_SOURCES = ("folder", *OFFICIAL)
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
@@ -54,6 +67,10 @@ def ensure_synthetic(root: Path, seed: int) -> Path:
         return make_shapes(root, seed=seed)
     except FileExistsError:
         raise UserError(f"{root} exists and is not a synthetic shapes dataset; point data.path elsewhere or leave it empty") from None
+    except OSError as e:  # an unwritable or full cache home
+        from visualrft_lite.errors import cache_home_error
+
+        raise cache_home_error(root, e) from None
 
 
 def _load_synthetic(cfg: DataConfig, split: Literal["train", "eval"]) -> LoadResult:
@@ -70,12 +87,101 @@ def _load_synthetic(cfg: DataConfig, split: Literal["train", "eval"]) -> LoadRes
     raise UserError(f"the synthetic data has no {cfg.task} task; use data.task classify, detect, ground or count")
 
 
+def _json_kind(path: Path) -> str | None:
+    """'coco' for a JSON object, 'lisa' for an array of lisa_train.json items, 'jsonl' for other arrays."""
+    with path.open("rb") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith(b"{"):
+        return "coco"
+    if head.startswith(b"["):
+        try:
+            rows = json.loads(path.read_bytes())
+        except ValueError:
+            return "jsonl"  # the jsonl reader names the broken spot
+        return "lisa" if rows and is_lisa_item(rows[0]) else "jsonl"
+    return None
+
+
+def detect_kind(path: Path, declared: str) -> str:
+    """How to read an existing `path`: by its contents when they are unambiguous, else `declared`.
+
+    Returns a source name, "lisa" (a lisa_train.json array) or an official dataset's source name.
+    """
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".parquet", ".arrow"):
+            return "hub"
+        if suffix == ".jsonl":
+            return "jsonl"
+        if suffix == ".json":
+            return _json_kind(path) or declared
+        return declared
+    if not path.is_dir():
+        return declared
+    found = find_official(path, prefer=declared)
+    if found is not None:
+        return found[0].source
+    if is_hub_dir(path):
+        return "hub"
+    if any(path.glob("instances_*.json")) or any(path.glob("annotations/instances_*.json")) or any(path.glob("lvis_v*_*.json")):
+        return "coco"
+    if declared in ("reasonseg", "jsonl") and is_reasonseg_dir(path):
+        return "reasonseg"
+    return declared
+
+
+def _load_path(raw: str, cfg: DataConfig, split: Literal["train", "eval"], key: str) -> LoadResult:
+    """Records from one configured path (data.path, or data.eval_path for the eval split)."""
+    if cfg.source == "hub" and not Path(raw).expanduser().exists():
+        return load_hub(raw, cfg, split, key)  # a hub id
+    if cfg.source in OFFICIAL and not Path(raw).expanduser().exists():
+        dataset = OFFICIAL[cfg.source]
+        if not cfg.download or key != "data.path":
+            raise not_found(dataset, Path(raw).expanduser(), key)
+        download(dataset, Path(raw).expanduser())
+    path = require_path(raw, key, _WHAT.get(cfg.source, "a dataset"))
+    kind = detect_kind(path, cfg.source)
+    if kind in OFFICIAL:
+        found = find_official(path, prefer=cfg.source)
+        if found is None and path.is_dir() and is_repack(path, cfg):
+            return load_folder(path, cfg, split, key)  # a class-folder re-pack (train/, valid/, cat_to_name.json)
+        if found is None and cfg.download and key == "data.path":
+            found = find_official(download(OFFICIAL[kind], path), prefer=kind)
+        if found is None:
+            raise not_found(OFFICIAL[kind], path, key)
+        dataset, base = found
+        if cfg.source in OFFICIAL and cfg.source != dataset.source:
+            raise UserError(f"{path} holds {dataset.title}, but data.source is {cfg.source}; set "
+                            f"data.source={dataset.source} (or use its preset)")
+        return load_official(dataset, base, cfg, split, key)
+    if kind == "hub":
+        return load_hub(str(path), cfg, split, key)
+    if kind == "folder":
+        return load_folder(path, cfg, split, key)
+    if kind == "coco":
+        return load_coco(coco_json(path, split, key), cfg, split, key)
+    if kind == "lisa":
+        if split == "eval" and key == "data.path":
+            raise UserError(f"{path} (Visual-RFT's lisa_train.json) has no test split; set data.eval_path to ReasonSeg's "
+                            f"folder (its test/ is used)")
+        return load_lisa_array(path, json.loads(path.read_bytes()), cfg, key)
+    if kind == "reasonseg":
+        if path.is_file():
+            raise UserError(f"{path}: ReasonSeg is a folder (train/, val/, test/ of <id>.jpg + <id>.json), "
+                            f"or Visual-RFT's lisa_train.json array ({key})")
+        return load_reasonseg(path, cfg, split, key)
+    if split == "eval" and key == "data.path":
+        raise UserError("a jsonl dataset has no built-in test split; set data.eval_path")
+    return load_jsonl(path, cfg, key)
+
+
 def load_records(cfg: DataConfig, split: Literal["train", "eval"] = "train") -> LoadResult:
     """Records of the train split, or of the held-out split (data.eval_path, else the source's test split).
 
     Train-only sampling (shots, negatives) is not applied to the eval split; `limit` keeps a
     seeded subset of at most that many records. A `data.prompt` template is rendered into
     each record's prompt here, so training, SFT and evaluation all ask the same question.
+    Every skipped file's entry gets `stage` = split.
     """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -85,22 +191,12 @@ def load_records(cfg: DataConfig, split: Literal["train", "eval"] = "train") -> 
         explicit_eval = split == "eval" and cfg.eval_path is not None
         key = "data.eval_path" if explicit_eval else "data.path"
         raw = cfg.eval_path if explicit_eval else cfg.path
-        if cfg.source == "hub":
-            if not raw:
-                raise UserError(f"{key} is empty; set it to a parquet file or folder, a save_to_disk folder or a hub id")
-            result = load_hub(raw, cfg, split, key)
-        else:
-            path = require_path(raw, key, _WHAT[cfg.source])
-            if cfg.source == "folder":
-                result = load_folder(path, cfg, split, key)
-            elif cfg.source == "coco":
-                if split == "eval" and not explicit_eval:
-                    raise UserError("COCO json has no built-in test split; set data.eval_path to the val instances json")
-                result = load_coco(path, cfg, split, key)
-            else:
-                if split == "eval" and not explicit_eval:
-                    raise UserError("a jsonl dataset has no built-in test split; set data.eval_path")
-                result = load_jsonl(path, cfg, key)
+        if not raw:
+            what = "a parquet file or folder, a save_to_disk folder or a hub id" if cfg.source == "hub" else _WHAT[cfg.source]
+            raise UserError(f"{key} is empty; set it to {what} (--set {key}=...)")
+        result = _load_path(raw, cfg, split, key)
+    for entry in result.files:
+        entry.stage = entry.stage or split
     result.records = apply_limit(result.records, cfg.limit, cfg.seed)
     if cfg.prompt is not None:
         for rec in result.records:

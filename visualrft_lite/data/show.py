@@ -1,0 +1,157 @@
+"""`vrft-lite data show`: the records exactly as training loads them, before any GPU time.
+
+Prints, per split: the record count, the classes or categories with counts, a few example
+prompts, and the skipped files by reason; and draws a contact sheet of N records with their
+ground truth (labels, boxes, points) in original-image pixels, so a wrong coordinate
+convention, a swapped label map or an empty split shows up at once.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from PIL import Image, ImageDraw, ImageFont
+
+from visualrft_lite.data.common import LoadResult
+from visualrft_lite.data.images import ImageLoadError, load_image
+from visualrft_lite.data.records import Record
+from visualrft_lite.data.skips import skipped_lines
+from visualrft_lite.data.sources import load_records
+from visualrft_lite.draw import draw_truth
+from visualrft_lite.errors import UserError
+from visualrft_lite.prompts import render_prompt
+
+if TYPE_CHECKING:
+    from visualrft_lite.config import Config
+
+Split = Literal["train", "eval"]
+
+
+def caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=13)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def truth_label(rec: Record) -> str:
+    """What the ground truth says, in words: the class, the category, the instruction, the answer."""
+    if rec.task == "classify":
+        return str(rec.solution["label"])
+    if rec.task == "detect":
+        return str(rec.fields.get("category", "object"))
+    if rec.task in ("ground", "point"):
+        return str(rec.fields.get("query", "target"))
+    return str(rec.solution)
+
+
+def group_counts(records: Sequence[Record]) -> tuple[str, dict[str, str]]:
+    """('classes', {label: "12"}) or ('categories', {category: "2 with boxes, 2 no objects"})."""
+    if not records or records[0].task not in ("classify", "detect"):
+        return "images", {}
+    if records[0].task == "classify":
+        return "classes", {k: str(n) for k, n in Counter(str(r.solution["label"]) for r in records).items()}
+    pos: Counter[str] = Counter()
+    neg: Counter[str] = Counter()
+    for r in records:
+        (pos if r.solution else neg)[str(r.fields.get("category", "?"))] += 1
+    return "categories", {c: f"{pos[c]} with boxes, {neg[c]} no objects" for c in sorted(set(pos) | set(neg))}
+
+
+def describe(result: LoadResult, split: Split, cfg: Config, examples: int = 2, listed: int = 20) -> list[str]:
+    """The console lines for one split."""
+    lines = [f"{split}: {len(result.records)} records"]
+    what, counts = group_counts(result.records)
+    if what == "images" and result.records:
+        images = len({r.image_name for r in result.records})
+        lines.append(f"  {images} image{'s' if images != 1 else ''}, {len(result.records)} {result.records[0].task} records")
+    elif counts:
+        shown = "; ".join(f"{name}: {n}" for name, n in sorted(counts.items())[:listed])
+        more = f"; ... {len(counts) - listed} more" if len(counts) > listed else ""
+        lines.append(f"  {what} ({len(counts)}): {shown}{more}")
+    for rec in pick(result.records, examples):
+        prompt = render_prompt(rec, cfg.data.prompt, coords=cfg.model.coords)
+        lines.append(f"  example prompt ({rec.image_name}): {' '.join(prompt.split())[:300]}")
+    file_reasons = {e.reason for e in result.files}
+    other = {reason: n for reason, n in result.skipped.items() if reason not in file_reasons}
+    lines += ["  " + line for line in skipped_lines(result.files)]
+    if other:
+        lines.append("  also: " + ", ".join(f"{n} {reason}" for reason, n in sorted(other.items())))
+    return lines
+
+
+def pick(records: Sequence[Record], n: int) -> list[Record]:
+    """n records spread evenly over the list (so every class or category is likely to appear)."""
+    if len(records) <= n:
+        return list(records)
+    step = len(records) / n
+    return [records[int(i * step)] for i in range(n)]
+
+
+def fit(image: Image.Image, tile: int) -> Image.Image:
+    """Scale to fit a tile x tile square, aspect kept: smooth when shrinking, blocky (exact) when
+    enlarging a small image."""
+    scale = min(tile / image.width, tile / image.height)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
+
+
+def contact_sheet(records: Sequence[Record], out: Path, n: int = 16, tile: int = 256) -> Path:
+    """A grid of n records, each drawn with its ground truth at full size and then shrunk to
+    `tile` pixels, with its label (and file name) written underneath."""
+    chosen = pick(records, n)
+    if not chosen:
+        raise UserError("no records to draw; check the data section (vrft-lite data show prints what was skipped)")
+    cols = min(4, len(chosen))
+    rows = (len(chosen) + cols - 1) // cols
+    caption = 44
+    sheet = Image.new("RGB", (cols * tile, rows * (tile + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = caption_font()
+    for i, rec in enumerate(chosen):
+        x, y = (i % cols) * tile, (i // cols) * (tile + caption)
+        try:
+            drawn = draw_truth(load_image(rec.image), rec.task, rec.solution, label=truth_label(rec))
+        except ImageLoadError as e:
+            drawn = Image.new("RGB", (tile, tile), (240, 240, 240))
+            ImageDraw.Draw(drawn).text((4, 4), textwrap.fill(str(e), 40), fill=(200, 0, 0), font=font)
+        drawn = fit(drawn, tile)
+        sheet.paste(drawn, (x + (tile - drawn.width) // 2, y + (tile - drawn.height) // 2))
+        label = textwrap.shorten(truth_label(rec), 40, placeholder="...")
+        draw.multiline_text((x + 3, y + tile + 2), f"{label}\n{Path(rec.image_name).name[:40]}", fill=(0, 0, 0), font=font)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
+def show(cfg: Config, *, splits: Sequence[Split] = ("train", "eval"), out: Path | None = None, n: int = 16,
+         sheet_split: Split = "train") -> tuple[list[str], dict[str, LoadResult]]:
+    """Load each split as train/eval would; returns the console lines and the load results.
+
+    A split that fails to load prints its one-line error instead (the other is still shown);
+    if every split fails the first error is raised.
+    """
+    lines: list[str] = [f"{cfg.name}: data.source={cfg.data.source} data.path={cfg.data.path or '(empty)'} "
+                        f"task={cfg.data.task}"]
+    results: dict[str, LoadResult] = {}
+    errors: list[UserError] = []
+    for split in splits:
+        try:
+            results[split] = load_records(cfg.data, split)
+        except UserError as e:
+            errors.append(e)
+            lines.append(f"{split}: cannot load: {e}")
+            continue
+        lines += describe(results[split], split, cfg)
+    if not results:
+        raise errors[0]
+    if out is not None:
+        which = sheet_split if sheet_split in results else next(iter(results))
+        path = contact_sheet(results[which].records, out, n=n)
+        lines.append(f"wrote {path} ({min(n, len(results[which].records))} {which} records, ground truth drawn)")
+    return lines, results
