@@ -137,27 +137,76 @@ def test_bf16_merge_passes_its_looser_tolerance(adapter_dir, tmp_path):
 # ----------------------------------------------------------------------------- the command
 
 
+def earlier_merge(out: Path) -> Path:
+    """What an earlier `vrft-lite merge` left (recognised by merge_info.json), with stand-in weights."""
+    out.mkdir(parents=True)
+    for name in ("merge_info.json", "config.json", "generation_config.json", "tokenizer.json"):
+        (out / name).write_text("{}")
+    (out / "model.safetensors").write_bytes(b"earlier weights")
+    return out
+
+
 def test_cli_refuses_non_empty_out_without_force_and_replaces_it_with_force(adapter_dir, tmp_path):
-    out = tmp_path / "merged"
-    out.mkdir()
-    (out / "config.json").write_text("{}")  # an earlier merge
+    out = earlier_merge(tmp_path / "merged")
     assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", out, "--dtype", "fp32"),
                           "not empty", "--force")
     result = invoke("merge", "--adapter", adapter_dir, "--out", out, "--dtype", "fp32", "--device", "cpu", "--force")
     assert result.exit_code == 0, result.output
-    assert "max |merged" in result.output and (out / "model.safetensors").is_file()
+    assert "max |merged" in result.output and "replacing the earlier merged model" in result.output
+    assert (out / "model.safetensors").read_bytes() != b"earlier weights"  # really replaced
+    assert not (out / ".tmp-merge").exists()
 
 
-def test_force_never_deletes_a_directory_that_is_not_a_model(adapter_dir, tmp_path):
+@pytest.mark.slow
+def test_every_file_a_merge_writes_is_one_force_may_replace(adapter_dir, tmp_path):
+    # if save_pretrained starts writing a new file name, --force would refuse every earlier merge
+    from visualrft_lite.rundir import MARKER, OWN_FILES, _matches
+
+    out = tmp_path / "m"
+    export.merge(adapter_dir, out, dtype="fp32", device="cpu", echo=lambda _: None)
+    assert [p.name for p in out.iterdir() if p.name != MARKER and not _matches(p.name, OWN_FILES["merge"])] == []
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "src/main.py", "config.json"])
+def test_force_never_deletes_a_directory_that_is_not_a_merge(adapter_dir, tmp_path, foreign):
+    # notes and code are the user's; a lone config.json may be the user's own model
     out = tmp_path / "mine"
-    out.mkdir()
+    (out / foreign).parent.mkdir(parents=True)
+    (out / foreign).write_text("precious")
+    assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", out, "--force"), "did not write")
+    assert (out / foreign).read_text() == "precious"
+
+
+def test_force_keeps_a_users_file_inside_an_earlier_merge(adapter_dir, tmp_path):
+    out = earlier_merge(tmp_path / "m")
     (out / "notes.txt").write_text("precious")
-    assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", out, "--force"), "not a saved model")
-    assert (out / "notes.txt").read_text() == "precious"
+    result = invoke("merge", "--adapter", adapter_dir, "--out", out, "--force")
+    assert_one_line_error(result, "notes.txt", "never deletes")
+    assert (out / "notes.txt").read_text() == "precious" and (out / "model.safetensors").is_file()
+
+
+def test_out_naming_a_file_is_one_line(adapter_dir, tmp_path):
+    target = tmp_path / "model.bin"
+    target.write_text("x")
+    assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", target, "--force"), "is a file")
+    assert target.read_text() == "x"
+
+
+def test_a_failed_merge_keeps_the_earlier_one(adapter_dir, tmp_path, monkeypatch):
+    out = earlier_merge(tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(result, where, dtype, info):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(merge_mod, "save_merged", disk_full)
+    with pytest.raises(OSError):
+        export.merge(adapter_dir, out, dtype="fp32", device="cpu", force=True, echo=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier merge, whole
 
 
 def test_out_may_not_be_the_adapter_itself(adapter_dir):
-    assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", adapter_dir, "--force"), "overwrite the adapter")
+    assert_one_line_error(invoke("merge", "--adapter", adapter_dir, "--out", adapter_dir, "--force"), "would overwrite")
 
 
 def test_adapter_dir_without_adapter_is_a_one_line_error(tmp_path):

@@ -7,6 +7,8 @@ import json
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from visualrft_lite.reward_tool import REWARD_HELP, score_jsonl
 from visualrft_lite.rewards import RewardOptions
@@ -98,18 +100,57 @@ def test_bad_lines_are_reported_with_their_number_and_the_rest_still_scored() ->
         line(task="detect", completion=DETECT, solution=[[0, 0, 1]], image_size=[9, 9]),  # 7 bad box
         line(task="detect", completion=DETECT, solution=[], image_size=[640]),      # 8 bad image_size
         line(task="count", completion=3, solution=3),                               # 9 completion not a string
-        "",                                                                         # 10 blank: skipped silently
+        "",                                                                         # 10 blank: an error in its place
         good,                                                                       # 11 fine
     ]
     results, errors, counts = run(lines)
-    assert counts == (2, 8)
-    assert [r["accuracy"] for r in results] == [1.0, 1.0]
-    assert [int(re.match(r"line (\d+): ", e).group(1)) for e in errors] == [2, 3, 4, 5, 6, 7, 8, 9]
-    assert "not valid JSON" in errors[0]
+    assert counts == (2, 9)
+    assert len(results) == len(lines)  # output line N answers input line N
+    assert [r["line"] for r in results if "error" in r] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert [r["accuracy"] for r in results if "error" not in r] == [1.0, 1.0]
+    assert results[0]["accuracy"] == results[10]["accuracy"] == 1.0
+    assert [int(re.match(r"line (\d+): ", e).group(1)) for e in errors] == [2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert "not valid JSON" in errors[0] and "not valid JSON" in results[1]["error"]
     assert "unknown task 'caption'" in errors[2]
     assert "missing key 'solution'" in errors[3]
     assert "image_size" in errors[4]
     assert "four finite numbers" in errors[5]
+    assert results[9]["error"] == "blank line"
+
+
+GOOD = line(task="count", completion="<think>.</think><answer>2</answer>", solution=2)
+
+
+@given(st.lists(st.one_of(st.just(GOOD), st.text(max_size=30), st.binary(max_size=30)), max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_every_input_line_gets_exactly_one_output_line_in_order(lines: list) -> None:
+    # any mix of good lines, arbitrary text and arbitrary bytes (invalid UTF-8 among them):
+    # output line i is the score of input line i or an error object naming line i
+    lines = [x.replace("\n", " ").replace("\r", " ") if isinstance(x, str) else
+             x.replace(b"\n", b" ").replace(b"\r", b" ") for x in lines]  # one physical line each
+    results, errors, (scored, failed) = run(lines)
+    assert len(results) == len(lines) == scored + failed
+    assert len(errors) == failed
+    for number, (given_line, result) in enumerate(zip(lines, results), start=1):
+        if given_line == GOOD:
+            assert result == {"format": 1.0, "accuracy": 1.0, "total": 2.0}
+        elif "error" in result:
+            assert result["line"] == number and "\n" not in result["error"]
+
+
+def test_the_command_keeps_lines_aligned_with_invalid_utf8_and_blank_lines(tmp_path) -> None:
+    from helpers import invoke
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(GOOD.encode() + b"\n\xff\xfe broken\n\n" + GOOD.encode() + b"\n")
+    result = invoke("reward", path)
+    assert result.exit_code == 1  # some lines failed; the good ones were still scored
+    out = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(out) == 4
+    assert out[0]["total"] == out[3]["total"] == 2.0
+    assert out[1] == {"error": "not UTF-8 text (byte 1)", "line": 2}
+    assert out[2] == {"error": "blank line", "line": 3}
+    assert "line 2: not UTF-8" in result.stderr and "Traceback" not in result.output
 
 
 def test_options_select_the_variants() -> None:

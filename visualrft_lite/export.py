@@ -1,18 +1,23 @@
 """`vrft-lite merge`: a trained adapter becomes a plain checkpoint anyone can load.
 
     checks     the adapter dir holds an adapter; --out is new, empty, or (with --force) an
-               earlier merge; the base is --base or the adapter config's base
+               earlier merge and nothing else (`rundir.check_output_dir`); the base is --base
+               or the adapter config's base, and the adapter must have been trained on it
     merge      `modeling.merge.merge_lora`: base in bf16/fp16/fp32 (or NF4 dequantised) +
                adapter -> merge_and_unload, with probe logits before and after
     verify     max |merged - base+adapter| on the probe must stay under the dtype's tolerance
     save       safetensors + config + generation config + processor + chat template, so
-               `AutoModelForImageTextToText.from_pretrained(OUT)` needs no vrft-lite code
+               `AutoModelForImageTextToText.from_pretrained(OUT)` needs no vrft-lite code;
+               staged inside --out and moved in only when complete, so a failed merge leaves
+               an earlier one where it was
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,7 @@ import torch
 
 from visualrft_lite.errors import UserError
 from visualrft_lite.generate import adapter_base, model_config_for, run_config_path
+from visualrft_lite.rundir import OutputPlan, check_output_dir
 
 Dtype = Literal["bf16", "fp16", "fp32"]
 
@@ -45,23 +51,6 @@ class MergeReport:
     files: list[str]
 
 
-def check_out_dir(out: Path, *, force: bool, protected: list[Path]) -> None:
-    """--out must be new or empty; --force replaces an earlier merge, never other files."""
-    resolved = out.expanduser().resolve()
-    for p in protected:
-        p = p.expanduser().resolve()
-        if resolved == p or p.is_relative_to(resolved):
-            raise UserError(f"--out {out} would overwrite the adapter or base model at {p}; choose another directory")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"--out {out} is not empty; choose another directory or pass --force to replace it")
-        if not (out / "config.json").is_file():
-            raise UserError(f"--out {out} holds files that are not a saved model; --force only replaces an earlier merge, "
-                            f"so empty it yourself or choose another directory")
-
-
 def merge(
     adapter: Path,
     out: Path,
@@ -71,6 +60,7 @@ def merge(
     from_quantized: bool = False,
     force: bool = False,
     device: str = "auto",
+    allow_mismatch: bool = False,
     echo: Callable[[str], None] = print,
 ) -> MergeReport:
     """Merge `adapter` into its base, verify on a probe input, save a plain checkpoint to `out`."""
@@ -83,7 +73,7 @@ def merge(
         raise UserError(f"{adapter}/adapter_config.json names no base model; pass --base ID|DIR")
     cfg = dataclasses.replace(model_config_for(adapter, model=base), device=device, quant="none")
     protected = [adapter] + ([Path(cfg.name)] if Path(cfg.name).exists() else [])
-    check_out_dir(out, force=force, protected=protected)
+    plan = check_output_dir(out, kind="merge", force=force, protected=protected)  # before the slow part
     if from_quantized:
         _check_bitsandbytes()
 
@@ -92,7 +82,7 @@ def merge(
     where = "NF4-dequantised" if from_quantized else dtype
     echo(f"merging {adapter} into {cfg.name} ({where} weights, saved as {dtype})")
     try:
-        result = merge_lora(cfg, adapter, dtype=dtype, from_quantized=from_quantized)
+        result = merge_lora(cfg, adapter, dtype=dtype, from_quantized=from_quantized, allow_mismatch=allow_mismatch)
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of GPU memory loading {cfg.name} in {dtype}; merge on the CPU with --device cpu") from None
     tolerance = TOLERANCE[dtype] * max(1.0, result.logit_scale)
@@ -119,13 +109,33 @@ def merge(
         "max_pixels": cfg.max_pixels,
         "coords": cfg.coords,
     }
-    files = save_merged(result, out, dtype, info)
+    files = _save_into(plan, lambda staging: save_merged(result, staging, dtype, info))
+    if plan.note:
+        echo(plan.note)
     echo(f"wrote {out}: {', '.join(files)}")
     echo(f"load it with AutoModelForImageTextToText.from_pretrained({str(out)!r}), "
          f"or: vrft-lite predict IMAGE --model {out} --set model.quant=none ...")
     return MergeReport(out=out, base=cfg.name, dtype=dtype, from_quantized=from_quantized,
                        max_abs_diff=result.max_abs_diff, tolerance=tolerance,
                        adapter_effect=result.adapter_effect, files=files)
+
+
+def _save_into(plan: OutputPlan, save: Callable[[Path], list[str]]) -> list[str]:
+    """Save into a staging folder inside --out, then swap the earlier merge's files for it:
+    the earlier merge survives a failed save, and nothing outside --out is ever touched."""
+    staging_root = plan.out / ".tmp-merge"
+    plan.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging_root, ignore_errors=True)
+    staging_root.mkdir()
+    try:
+        save(staging_root / "model")
+        plan.remove = [p for p in plan.remove if p != staging_root]
+        plan.apply()  # the earlier merge's own files go only now
+        for item in sorted((staging_root / "model").iterdir()):
+            os.replace(item, plan.out / item.name)
+    finally:
+        shutil.rmtree(staging_root, ignore_errors=True)
+    return sorted(p.name for p in plan.out.iterdir() if not p.name.startswith("."))
 
 
 def _check_bitsandbytes() -> None:

@@ -33,8 +33,9 @@ detect (a list of pixel boxes [x1, y1, x2, y2]; [] = no objects), ground and poi
 pixel box), count (an integer), choice (a letter). Visual-RFT's own solution strings
 ("<answer>...</answer>" with 0-1000 boxes) are accepted too. Output keys: format always;
 accuracy for classify/count/choice; iou and confidence for detect; iou for ground; point
-for point; total. A line that cannot be scored is reported on stderr with its line number
-and skipped; the others are still scored.
+for point; total. Output line N always answers input line N: a line that cannot be scored
+(blank, malformed, a bad field) prints {"error": "...", "line": N} in its place, is reported
+on stderr with its number, and the others are still scored (exit status 1).
 """
 
 _KEYS = ("task", "completion", "solution", "image_size", "resized_size")
@@ -70,17 +71,25 @@ def score_line(line: str, options: RewardOptions) -> dict[str, float]:
     )
 
 
-def score_jsonl(lines: Iterable[str], out: TextIO, err: TextIO, options: RewardOptions) -> tuple[int, int]:
-    """Score every non-blank line; write one JSON object per scored line to `out` and one
-    `line N: reason` per failed line to `err`. Returns (scored, failed)."""
+def score_jsonl(lines: Iterable[str | bytes], out: TextIO, err: TextIO, options: RewardOptions) -> tuple[int, int]:
+    """Score every line; write exactly one JSON object per input line to `out` (its reward
+    components, or `{"error": reason, "line": N}`) and one `line N: reason` per failed line to
+    `err`, so output line N always belongs to input line N. Returns (scored, failed)."""
     scored = failed = 0
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
         try:
+            if isinstance(line, bytes):  # the command reads bytes so one bad line cannot end the file
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"not UTF-8 text (byte {e.start + 1})") from None
+            if not line.strip():
+                raise ValueError("blank line")
             result = score_line(line, options)
         except (ValueError, TypeError, RecursionError) as e:  # a bad line never stops the others
-            err.write(f"line {number}: {e}\n")
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            out.write(json.dumps({"error": reason, "line": number}) + "\n")
+            err.write(f"line {number}: {reason}\n")
             failed += 1
             continue
         out.write(json.dumps(result, allow_nan=False) + "\n")

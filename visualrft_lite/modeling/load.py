@@ -10,17 +10,19 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from visualrft_lite.config import LoraConfig, ModelConfig
 from visualrft_lite.errors import UserError
+from visualrft_lite.modeling.tiny import TINY_ALIASES
 
-TINY_ALIASES = ("tiny", "vrft-lite/tiny-qwen2-vl")
 
 
 @dataclass
@@ -35,6 +37,28 @@ class Loaded:
     """The resolved base: a hub id or a local directory."""
 
 
+MISMATCH_FLAG = "--allow-base-mismatch"
+"""The command-line flag that passes `allow_mismatch=True` to `load_adapter` (named in its error)."""
+
+HUB_PROBE_TIMEOUT_S = 10.0
+"""One request, no retries: long enough for a slow link, short enough to fail fast."""
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[\w.-]{1,96})?$")
+"""`org/name` or a bare `name`; anything else that does not exist is a missing local directory."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a base model will be read from, decided before anything slow happens."""
+
+    name: str
+    """What to pass to from_pretrained: a local directory or a hub id."""
+    where: Literal["local", "cache", "hub"]
+    """A directory on disk; a hub id already in the Hugging Face cache (loaded without asking
+    the hub); a hub id the hub just answered for (downloaded on load)."""
+    cache_dir: str | None = None
+
+
 def resolve_model_name(name: str) -> str:
     """Hub id or local directory; the tiny alias builds (once) and returns the local model."""
     if name in TINY_ALIASES:
@@ -43,12 +67,90 @@ def resolve_model_name(name: str) -> str:
         return str(ensure_tiny_model())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not path.is_dir() or not (path / "config.json").is_file():
             raise UserError(f"model directory {name} has no config.json; point model.name at a saved model")
         return str(path)
-    if name.startswith((".", "/", "~")):
-        raise UserError(f"model directory {name} not found (model.name)")
+    if name.startswith((".", "/", "~")) or not _HUB_ID.match(name):
+        raise UserError(f"model directory {name} not found (model.name); pass a saved model's directory "
+                        f"or a hub id like Qwen/Qwen2-VL-2B-Instruct")
     return name
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE), as set now or when huggingface_hub was imported."""
+    from huggingface_hub import constants
+
+    return _env_flag("HF_HUB_OFFLINE") or _env_flag("TRANSFORMERS_OFFLINE") or constants.is_offline_mode()
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return constants.HF_HUB_CACHE
+
+
+def hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+_FIX = "set HF_HUB_OFFLINE=1 to use only the local cache, or point model.name at a local directory"
+
+
+def check_model_available(name: str) -> ModelSource:
+    """Can `name` be loaded? Answers in at most one short hub request, before anything slow.
+
+    A local directory (or the tiny alias) is checked on disk; a hub id is looked up in the
+    Hugging Face cache first; only a hub id missing from the cache asks the hub, once, with
+    a short timeout and no retries. Every failure is a one-line UserError saying what to do
+    (HF_HUB_OFFLINE=1 with a cached copy, or a local directory).
+    """
+    resolved = resolve_model_name(name)
+    if resolved != name or Path(resolved).expanduser().is_dir():
+        return ModelSource(resolved, "local")
+    from huggingface_hub import try_to_load_from_cache
+
+    cache_dir = hub_cache_dir()
+    if isinstance(try_to_load_from_cache(name, "config.json", cache_dir=cache_dir), str):
+        return ModelSource(name, "cache", cache_dir)
+    if hub_offline():
+        raise UserError(f"model {name!r} is not in the Hugging Face cache ({cache_dir}) and HF_HUB_OFFLINE=1 is set; "
+                        f"download it once with network access (hf download {name}), or point model.name at a "
+                        f"local directory")
+    probe_hub(name)
+    return ModelSource(name, "hub", cache_dir)
+
+
+def probe_hub(name: str) -> None:
+    """One HEAD request for the model's config.json: a one-line UserError unless the hub has it."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    endpoint = hub_endpoint()
+    try:
+        get_hf_file_metadata(hf_hub_url(name, "config.json", endpoint=endpoint), timeout=HUB_PROBE_TIMEOUT_S,
+                             retry_on_errors=False)
+    except GatedRepoError:
+        raise UserError(f"model {name!r} is gated: accept its licence on {endpoint}/{name} and log in "
+                        f"(hf auth login), or point model.name at a local directory") from None
+    except RepositoryNotFoundError:
+        raise UserError(f"model {name!r} not found on {endpoint} (check model.name; a private model needs "
+                        f"hf auth login), or point model.name at a local directory") from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if getattr(e, "response", None) is not None else "an error"
+        raise UserError(f"the hub at {endpoint} answered {status} for {name}/config.json; {_FIX}") from None
+    except Exception as e:  # noqa: BLE001 - connection refused, DNS, timeout, TLS: all mean "unreachable"
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:120] or type(e).__name__
+        raise UserError(f"cannot reach the Hugging Face hub at {endpoint} to fetch {name!r} ({reason}); {_FIX}") from None
 
 
 def pick_device(cfg: ModelConfig) -> torch.device:
@@ -77,10 +179,10 @@ def _has_flash_attn() -> bool:
     return importlib.util.find_spec("flash_attn") is not None
 
 
-def load_processor(name: str, cfg: ModelConfig) -> Any:
+def load_processor(name: str, cfg: ModelConfig, **hub_kwargs: Any) -> Any:
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(name)
+    processor = AutoProcessor.from_pretrained(name, **hub_kwargs)
     # The image resize bounds (area in pixels) of the run, not the checkpoint's defaults.
     processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
     return processor
@@ -112,7 +214,8 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
     """The base model and processor, frozen, on the chosen device."""
     from transformers import AutoModelForImageTextToText
 
-    name = resolve_model_name(cfg.name)
+    source = check_model_available(cfg.name)
+    name = source.name
     device = pick_device(cfg)
     dtype = dtype or pick_dtype(cfg, device)
     qcfg = _quantization_config(dataclasses.replace(cfg, quant=quant or cfg.quant), dtype)
@@ -120,16 +223,37 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
         kwargs["device_map"] = {"": device}
+    # A cached hub model loads without asking the hub at all (no etag requests, no retries);
+    # an incomplete cache falls back to one download after a reachability check.
+    hub_kwargs: dict[str, Any] = {}
+    if source.where == "cache":
+        hub_kwargs = dict(local_files_only=True, cache_dir=source.cache_dir)
+    elif source.where == "hub":
+        hub_kwargs = dict(cache_dir=source.cache_dir)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(name, trust_remote_code=False, **kwargs)
-    except OSError as e:
-        raise UserError(f"cannot load model {cfg.name!r}: {str(e).splitlines()[0]}") from None
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(name, trust_remote_code=False, **kwargs, **hub_kwargs)
+        except OSError:
+            if source.where != "cache" or hub_offline():
+                raise
+            probe_hub(name)  # the cache holds only part of the model: one download, if the hub answers
+            hub_kwargs = dict(cache_dir=source.cache_dir)
+            model = AutoModelForImageTextToText.from_pretrained(name, trust_remote_code=False, **kwargs, **hub_kwargs)
+    except (OSError, ValueError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        hint = f"; {_FIX}" if source.where != "local" else ""
+        raise UserError(f"cannot load model {cfg.name!r}: {first}{hint}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged weights file (safetensors' own error type)
+        if "safetensor" not in type(e).__module__.lower() + type(e).__name__.lower():
+            raise
+        raise UserError(f"cannot load model {cfg.name!r}: damaged weights file ({str(e)[:160]}); "
+                        f"re-download or re-save the model") from None
     if qcfg is None:
         model.to(device)
     model.requires_grad_(False)
     _no_cpu_repack(model)
     try:
-        processor = load_processor(name, cfg)
+        processor = load_processor(name, cfg, **hub_kwargs)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the processor of {cfg.name!r} (tokenizer / preprocessor files): "
                         f"{str(e).splitlines()[0][:200]}") from None
@@ -174,14 +298,25 @@ def add_lora(loaded: Loaded, cfg: LoraConfig, *, gradient_checkpointing: bool, s
 
 
 def load_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool = False,
-                 gradient_checkpointing: bool = False) -> None:
-    """Attach a saved PEFT adapter (in place on `loaded`); checks it belongs to this base."""
+                 gradient_checkpointing: bool = False, allow_mismatch: bool = False) -> None:
+    """Attach a saved PEFT adapter (in place on `loaded`); checks it belongs to this base.
+
+    The base the adapter was trained on (its recorded name and shape fingerprint, see
+    `record_base`) must be the one loaded: otherwise a one-line UserError naming both, unless
+    `allow_mismatch` (then a warning on stderr; shapes that do not fit still fail).
+    """
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
     cfg_file = adapter_dir / "adapter_config.json"
     if not cfg_file.is_file():
         raise UserError(f"{adapter_dir} holds no adapter (adapter_config.json missing); pass a run's checkpoint or final/ directory")
+    problem = base_mismatch(adapter_dir, loaded)
+    if problem is not None:
+        if not allow_mismatch:
+            raise UserError(f"{problem}; load it on the base it was trained on (drop --model / --base), or pass "
+                            f"{MISMATCH_FLAG} if they are the same model")
+        print(f"warning: {problem} ({MISMATCH_FLAG})", file=sys.stderr)
     try:
         model = PeftModel.from_pretrained(loaded.model, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -224,11 +359,134 @@ def save_model(loaded: Loaded, out: Path) -> None:
     os.rename(tmp, out)
 
 
+# ----------------------------------------------------------------------------- adapter <-> base
+
+BASE_RECORD = "vrft_base.json"
+"""Next to every adapter vrft-lite saves: the base it was trained on and its shape fingerprint."""
+
+_FINGERPRINT_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                     "num_attention_heads", "num_key_value_heads", "depth", "embed_dim")
+
+
+def model_fingerprint(model: Any) -> dict[str, Any]:
+    """The base's shapes (text and vision config): a different model almost always differs here."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    found: dict[str, Any] = {}
+    if config is None:
+        return found
+    for prefix, sub in (("", config), ("text.", getattr(config, "text_config", None)),
+                        ("vision.", getattr(config, "vision_config", None))):
+        if sub is None:
+            continue
+        for key in _FINGERPRINT_KEYS:
+            value = getattr(sub, key, None)
+            if isinstance(value, (int, str)) and not isinstance(value, bool):
+                found[prefix + key] = value
+    return found
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or not _HUB_ID.match(name)
+
+
+def record_base(adapter_dir: str | Path, model: Any, base_name: str | None = None) -> None:
+    """After save_pretrained: make the adapter's base findable from anywhere and recognisable.
+
+    A local base recorded as a relative path (an SFT warm-up's `runs/X/sft_model`) is rewritten
+    as an absolute one in adapter_config.json, and BASE_RECORD gets the base's name and
+    shape fingerprint, which `load_adapter` compares with the base it is given.
+    """
+    adapter_dir = Path(adapter_dir)
+    cfg_file = adapter_dir / "adapter_config.json"
+    adapter_cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    name = base_name or adapter_cfg.get("base_model_name_or_path")
+    if name and _looks_local(name) and Path(name).expanduser().exists():
+        name = str(Path(name).expanduser().resolve())
+        if cfg_file.is_file() and adapter_cfg.get("base_model_name_or_path") != name:
+            adapter_cfg["base_model_name_or_path"] = name
+            cfg_file.write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True) + "\n")
+    (adapter_dir / BASE_RECORD).write_text(json.dumps({"base": name, "fingerprint": model_fingerprint(model)},
+                                                      indent=1) + "\n")
+
+
+def resolve_recorded_base(recorded: str, adapter_dir: str | Path) -> str:
+    """A base path recorded by a run, usable from anywhere.
+
+    Tried in order: as written (absolute, or relative to the current folder); relative to
+    each folder above the adapter (a run started from the project root recorded
+    `runs/X/sft_model`); the same folder name inside the adapter's run (a run directory moved
+    or copied elsewhere). A hub id is returned unchanged.
+    """
+    if not _looks_local(recorded):
+        return recorded
+    path = Path(recorded).expanduser()
+    if (path / "config.json").is_file():
+        return str(path.resolve())
+    adapter_dir = Path(adapter_dir).expanduser().resolve()
+    if not path.is_absolute():
+        for folder in adapter_dir.parents:
+            if (folder / path / "config.json").is_file():
+                return str(folder / path)
+    for run in (adapter_dir.parent, adapter_dir.parent.parent):
+        if path.name and (run / path.name / "config.json").is_file():
+            return str(run / path.name)
+    return recorded
+
+
 def adapter_base_name(adapter_dir: str | Path) -> str | None:
+    """The base an adapter was trained on (a hub id, or an absolute local directory when found)."""
     cfg_file = Path(adapter_dir) / "adapter_config.json"
     if not cfg_file.is_file():
         return None
-    return json.loads(cfg_file.read_text()).get("base_model_name_or_path")
+    try:
+        recorded = json.loads(cfg_file.read_text()).get("base_model_name_or_path")
+    except (ValueError, AttributeError):
+        raise UserError(f"{cfg_file} is damaged (not a JSON object); use another checkpoint of the run") from None
+    return resolve_recorded_base(recorded, adapter_dir) if recorded else None
+
+
+def base_identity(name: str) -> str:
+    """One spelling per model: an absolute directory, a hub id (a hub cache snapshot maps back
+    to its id), the tiny alias as its built folder."""
+    if name in TINY_ALIASES:
+        name = resolve_model_name(name)
+    path = Path(name).expanduser()
+    if path.name.startswith("tiny-qwen2-vl-v"):  # a tiny build is its build tag, whichever cache holds it
+        return f"tiny:{path.name}"
+    if not path.exists():
+        return name
+    resolved = path.resolve()
+    parts = resolved.parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return parts[-3][len("models--"):].replace("--", "/")  # .../models--Qwen--X/snapshots/<sha>
+    return str(resolved)
+
+
+def _read_base_record(adapter_dir: Path) -> dict[str, Any]:
+    try:
+        record = json.loads((adapter_dir / BASE_RECORD).read_text())
+        return record if isinstance(record, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def base_mismatch(adapter_dir: str | Path, loaded: Loaded) -> str | None:
+    """Why `adapter_dir` was not trained on `loaded`'s base (one line), or None when it was."""
+    adapter_dir = Path(adapter_dir)
+    record = _read_base_record(adapter_dir)
+    recorded = adapter_base_name(adapter_dir) or record.get("base")
+    if record.get("base") and not recorded:
+        recorded = resolve_recorded_base(record["base"], adapter_dir)
+    theirs = record.get("fingerprint") or {}
+    ours = model_fingerprint(loaded.model)
+    differ = [k for k in theirs if k in ours and theirs[k] != ours[k]]
+    if differ:
+        shapes = ", ".join(f"{k} {theirs[k]} vs {ours[k]}" for k in differ[:3])
+        return f"adapter {adapter_dir} does not fit base {loaded.name}: it was trained on {recorded} ({shapes})"
+    if recorded and base_identity(recorded) != base_identity(loaded.name):
+        return f"adapter {adapter_dir} does not fit base {loaded.name}: it was trained on {recorded}"
+    return None
 
 
 def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

@@ -109,12 +109,13 @@ def _forget_quantization(model: Any) -> None:
             setattr(model, key, value)
 
 
-def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantized: bool) -> MergeResult:
+def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantized: bool,
+               allow_mismatch: bool = False) -> MergeResult:
     """Load the base in `dtype` (or NF4 then dequantised to `dtype`), merge the adapter, measure."""
     torch_dtype = DTYPES[dtype]
     loaded = mload.load_base(cfg, quant="4bit" if from_quantized else "none", dtype=torch_dtype)
     base_logits = probe_logits(loaded.model, loaded.processor, loaded.device)
-    mload.load_adapter(loaded, adapter_dir, trainable=False)
+    mload.load_adapter(loaded, adapter_dir, trainable=False, allow_mismatch=allow_mismatch)
     reference = probe_logits(loaded.model, loaded.processor, loaded.device)  # [L, V] what the adapter means
 
     replaced = 0
@@ -125,7 +126,7 @@ def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantize
         replaced = dequantize_linear4bit(loaded.model, torch_dtype)
         if replaced == 0:
             raise RuntimeError("the NF4 base has no Linear4bit layer to dequantise")
-        mload.load_adapter(loaded, adapter_dir, trainable=False)
+        mload.load_adapter(loaded, adapter_dir, trainable=False, allow_mismatch=True)  # checked above
     mload.merge_adapters(loaded)
     merged = probe_logits(loaded.model, loaded.processor, loaded.device)
     return MergeResult(

@@ -27,8 +27,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from visualrft_lite.errors import cache_home_error
 
 if TYPE_CHECKING:
     from transformers import Qwen2VLConfig
@@ -364,10 +367,18 @@ def ensure_tiny_model(cache_dir: str | Path | None = None, *, seed: int = 0, for
     (identical) build is kept.
     """
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    try:
+        return _ensure_built(root, seed, force)
+    except OSError as e:  # an unwritable or full cache home: say where and how to move it
+        raise cache_home_error(root, e) from None
+
+
+def _ensure_built(root: Path, seed: int, force: bool) -> Path:
     target = root / build_tag(seed)
     if (target / BUILD_MARKER).is_file() and not force:
         return target
     root.mkdir(parents=True, exist_ok=True)
+    print(f"building the tiny local model in {target} (once, a few seconds) ...", file=sys.stderr)
     tmp = root / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
