@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from visualrft_lite.grpo import group_advantages, grpo_loss, token_logprobs, zero_signal_fraction
+from visualrft_lite.grpo import (
+    aggregate_rewards,
+    group_advantages,
+    grpo_loss,
+    mask_truncated,
+    tied_groups,
+    token_logprobs,
+    zero_signal_fraction,
+)
 
 LN2 = math.log(2.0)
 K3_LN2 = 2.0 - LN2 - 1.0  # k3 at ref − logp = ln 2: e^{ln 2} − ln 2 − 1 = 0.30685…
@@ -382,8 +390,9 @@ def test_rejects_mismatched_shapes():
         grpo_loss(logp, mask[:, :2], adv)
 
 
+@pytest.mark.parametrize("importance_sampling", ["token", "sequence"])
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
-def test_micro_batches_sum_to_the_full_batch(loss_type):
+def test_micro_batches_sum_to_the_full_batch(loss_type, importance_sampling):
     # 6 sequences of lengths 0..7 split 2 + 3 + 1; each micro-batch trims its padding to its
     # own longest sequence, as the loop may. Ratios ≠ 1 and a reference exercise every term.
     g = torch.Generator().manual_seed(0)
@@ -394,7 +403,7 @@ def test_micro_batches_sum_to_the_full_batch(loss_type):
     old = logp.detach() + 0.4 * torch.randn(B, T, generator=g)
     ref = logp.detach() + 0.3 * torch.randn(B, T, generator=g)
     adv = torch.randn(B, generator=g)
-    kwargs = dict(beta=0.04, loss_type=loss_type, max_completion_length=8)
+    kwargs = dict(beta=0.04, loss_type=loss_type, max_completion_length=8, importance_sampling=importance_sampling)
 
     full, full_stats = grpo_loss(logp, mask, adv, old_logp=old, ref_logp=ref, **kwargs)
     (full_grad,) = torch.autograd.grad(full, logp)
@@ -419,3 +428,230 @@ def test_micro_batches_sum_to_the_full_batch(loss_type):
         for r in (slice(0, 2), slice(2, 5), slice(5, 6))
     )
     assert not torch.isclose(naive, full)
+
+
+# ---------------------------------------------------------------- GSPO: sequence-level ratios
+
+GSPO_EPS = dict(epsilon_low=3e-4, epsilon_high=4e-4)  # the GSPO paper's clip range
+
+
+# One sequence of 2 tokens, padded to T = 3 (NaN logp and a garbage old_logp of +5 in the pad:
+# the mean must run over the 2 real tokens only), beta 0, loss_type grpo (so a constant per-token
+# objective is the sequence's objective), eps 3e-4 / 4e-4.
+# log ratios [0.3, −0.1]: s = e^{(0.3 − 0.1)/2} = e^0.1 = 1.105171 (over T = 3 it would be e^0.0667).
+#   A = +1: min(1.105171, 1.0004) = 1.0004 → loss −1.0004, clipped: gradient 0, clip_fraction 1.
+#   A = −1: min(−1.105171, −1.0004) = −1.105171 → loss +1.105171, unclipped:
+#           ∂/∂logp_t of −A·s = −A·s·(1/2) = 0.5525855 on each token.
+#   token level, A = +1: r = [e^0.3, e^−0.1] = [1.349859, 0.904837], clip(r) = [1.0004, 0.9997];
+#           min = [1.0004, 0.904837] → loss −(1.0004 + 0.904837)/2 = −0.9526186;
+#           gradient [0 (clipped), −0.904837/2 = −0.4524187].
+# log ratios [0.3, −0.3]: s = e^0 = 1, inside any clip range, though both tokens are outside it.
+#   A = +1: loss −1, gradient −1/2 on each token, nothing clipped.
+#   token level: min = [1.0004, e^−0.3 = 0.7408182] → loss −0.8706091; gradient [0, −0.3704091].
+@pytest.mark.parametrize(
+    "log_ratios, adv, level, loss, grad, clipped",
+    [
+        ((0.3, -0.1), 1.0, "sequence", -1.0004, (0.0, 0.0), 1.0),
+        ((0.3, -0.1), -1.0, "sequence", 1.105171, (0.5525855, 0.5525855), 0.0),
+        ((0.3, -0.1), 1.0, "token", -0.9526186, (0.0, -0.4524187), 0.5),
+        ((0.3, -0.3), 1.0, "sequence", -1.0, (-0.5, -0.5), 0.0),
+        ((0.3, -0.3), 1.0, "token", -0.8706091, (0.0, -0.3704091), 0.5),
+    ],
+)
+def test_sequence_level_ratio_hand_derived(log_ratios, adv, level, loss, grad, clipped):
+    logp = torch.tensor([[-0.7, -1.2, float("nan")]], requires_grad=True)
+    old = logp.detach().nan_to_num(0.0) - torch.tensor([[*log_ratios, -5.0]])
+    got, stats = grpo_loss(logp, torch.tensor([[1, 1, 0]]), torch.tensor([adv]), old_logp=old, beta=0.0,
+                           importance_sampling=level, **GSPO_EPS)
+    assert got.item() == pytest.approx(loss, abs=1e-6)
+    (g,) = torch.autograd.grad(got, logp)
+    torch.testing.assert_close(g, torch.tensor([[*grad, 0.0]]), rtol=0, atol=1e-6)
+    assert stats["clip_fraction"] == pytest.approx(clipped)
+
+
+def test_sequence_level_ratio_is_per_sequence_and_its_mean_is_token_weighted():
+    # Two sequences: [0.2, 0.4] → s0 = e^0.3; [−0.6] → s1 = e^−0.6. ratio_mean over the 3 tokens:
+    # (2·e^0.3 + e^−0.6) / 3 = (2·1.349859 + 0.548812) / 3 = 1.082843.
+    logp = torch.tensor([[-1.0, -1.0], [-1.0, 0.0]], requires_grad=True)
+    old = logp.detach() - torch.tensor([[0.2, 0.4], [-0.6, 0.0]])
+    _, stats = grpo_loss(logp, torch.tensor([[1, 1], [1, 0]]), torch.tensor([1.0, 1.0]), old_logp=old, beta=0.0,
+                         importance_sampling="sequence", epsilon_low=0.5, epsilon_high=0.5)
+    assert stats["ratio_mean"] == pytest.approx(1.082843, abs=1e-6)
+    assert stats["clip_fraction"] == 0.0  # both inside [0.5, 1.5]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_sequence_level_on_policy_equals_token_level(loss_type):
+    # old_logp None: every ratio is 1 at both levels and the gradients agree (the GSPO paper's
+    # remark); the KL term (per token at both levels) is included through a reference.
+    logp, mask, adv = _batch()
+    ref = (logp.detach() + 0.3).nan_to_num(1.0)
+    kwargs = dict(ref_logp=ref, beta=0.04, loss_type=loss_type, max_completion_length=4)
+    tok, tok_stats = grpo_loss(logp, mask, adv, **kwargs)
+    seq, seq_stats = grpo_loss(logp, mask, adv, importance_sampling="sequence", **kwargs)
+    (g_tok,) = torch.autograd.grad(tok, logp)
+    (g_seq,) = torch.autograd.grad(seq, logp)
+    torch.testing.assert_close(seq, tok)
+    torch.testing.assert_close(g_seq, g_tok)
+    assert seq_stats["kl"] == pytest.approx(tok_stats["kl"]) and seq_stats["kl"] > 0
+
+
+def test_importance_sampling_is_validated():
+    logp, mask, adv = _batch()
+    with pytest.raises(ValueError, match="importance_sampling"):
+        grpo_loss(logp, mask, adv, importance_sampling="sentence")
+
+
+# ---------------------------------------------------------------- DAPO: dynamic sampling, overlong filtering
+
+
+@pytest.mark.parametrize(
+    "rewards, group_size, want",
+    [
+        (REWARDS, 4, [False, True]),  # [1,0,0,1] differs, [2,2,2,2] ties
+        ([0.0, 0.0, 1.0, 1.0, 0.5, 0.25], 2, [True, True, False]),  # all-wrong and all-right both tie
+        ([0.3, 0.3 + 1e-7, 0.7, 0.7], 2, [False, True]),  # any difference is signal (exact equality)
+    ],
+)
+def test_tied_groups(rewards, group_size, want):
+    got = tied_groups(torch.tensor(rewards, dtype=torch.float64), group_size)
+    assert got.dtype == torch.bool and got.tolist() == want
+
+
+@pytest.mark.parametrize(
+    "ids, mask, eos, want_truncated",
+    [
+        # row 0 ends with EOS 2 then padding; row 1 fills the budget without EOS; row 2 is one EOS
+        ([[5, 2, 0], [5, 6, 7], [2, 0, 0]], [[1, 1, 0], [1, 1, 1], [1, 0, 0]], [2], [False, True, False]),
+        # several end tokens (Qwen's <|im_end|> and <|endoftext|>): either one ends a completion
+        ([[5, 9, 0], [5, 6, 7]], [[1, 1, 0], [1, 1, 1]], [2, 9], [False, True]),
+        # an end-token id outside the mask does not count
+        ([[5, 6, 2]], [[1, 1, 0]], [2], [True]),
+    ],
+)
+def test_mask_truncated(ids, mask, eos, want_truncated):
+    mask_t = torch.tensor(mask, dtype=torch.float32)
+    new_mask, truncated = mask_truncated(torch.tensor(ids), mask_t, eos)
+    assert truncated.tolist() == want_truncated
+    assert new_mask.dtype == mask_t.dtype
+    for row, cut in enumerate(want_truncated):
+        want = torch.zeros(len(ids[row])) if cut else mask_t[row]
+        torch.testing.assert_close(new_mask[row], want)
+    assert mask_t.tolist() == mask  # the input is not modified
+
+
+def test_masked_truncated_completion_adds_no_loss_or_gradient():
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.5, -1.5, -3.0]], requires_grad=True)
+    ids = torch.tensor([[5, 2, 0], [5, 6, 7]])  # row 1 has no EOS: truncated
+    mask, _ = mask_truncated(ids, torch.tensor([[1, 1, 0], [1, 1, 1]]), [2])
+    # dapo over the 2 remaining tokens of row 0 with A = 1: −(1 + 1)/2 = −1; row 1 gets gradient 0
+    loss, stats = grpo_loss(logp, mask, torch.tensor([1.0, -0.5]), loss_type="dapo")
+    assert loss.item() == pytest.approx(-1.0) and stats["completion_tokens"] == 2
+    (g,) = torch.autograd.grad(loss, logp)
+    assert g[1].abs().sum() == 0 and g[0, 0].item() == pytest.approx(-0.5)
+
+
+# ---------------------------------------------------------------- several reward components
+
+# One group of G = 4 detection completions: iou [0.9, 0.1, 0.5, 0.5], format [1, 1, 1, 0].
+#   sum: total = [1.9, 1.1, 1.5, 0.5] as scored.
+#   iou:    mean 0.5, deviations [.4, −.4, 0, 0], unbiased var 0.32/3, std 0.3265986
+#           → z = ±0.4 / 0.3266986 = ±1.224370, 0, 0
+#   format: mean 0.75, deviations [.25, .25, .25, −.75], unbiased var 0.75/3, std 0.5
+#           → z = [0.25, 0.25, 0.25, −0.75] / 0.5001 = [0.499900, 0.499900, 0.499900, −1.499700]
+#   normalize_then_sum = [1.724270, −0.724470, 0.499900, −1.499700]
+#   with weights {iou: 2}: [2.948640, −1.948840, 0.499900, −1.499700]
+GROUP = [{"format": 1.0, "iou": 0.9, "total": 1.9}, {"format": 1.0, "iou": 0.1, "total": 1.1},
+         {"format": 1.0, "iou": 0.5, "total": 1.5}, {"format": 0.0, "iou": 0.5, "total": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "mode, weights, want",
+    [
+        ("sum", None, [1.9, 1.1, 1.5, 0.5]),
+        ("normalize_then_sum", None, [1.724270, -0.724470, 0.499900, -1.499700]),
+        ("normalize_then_sum", {"iou": 2.0}, [2.948640, -1.948840, 0.499900, -1.499700]),
+    ],
+)
+def test_aggregate_rewards_hand_derived(mode, weights, want):
+    got = aggregate_rewards(GROUP, 4, mode, weights=weights)
+    torch.testing.assert_close(got, torch.tensor(want), rtol=0, atol=1e-5)
+
+
+def test_aggregate_rewards_constant_component_contributes_exactly_zero():
+    # G = 3, two groups. Group 0: format constant at 0.1 (its float mean is not exactly 0.1),
+    # accuracy [1, 0, 0]. Group 1: every component constant (at 0.1 and 0.7, whose float means
+    # differ from them by ~1e-17, i.e. ~1e-13 after dividing by eps) → exactly 0, still tied.
+    # accuracy in group 0: mean 1/3, deviations [2/3, −1/3, −1/3], unbiased std sqrt(1/3) = 0.577350
+    #   → [0.666667, −0.333333, −0.333333] / 0.577450 = [1.154501, −0.577250, −0.577250]
+    rewards = [{"format": 0.1, "accuracy": a, "total": 0.1 + a} for a in (1.0, 0.0, 0.0)]
+    rewards += [{"format": 0.1, "accuracy": 0.7, "total": 0.8}] * 3
+    got = aggregate_rewards(rewards, 3, "normalize_then_sum")
+    torch.testing.assert_close(got[:3], torch.tensor([1.154501, -0.577250, -0.577250]), rtol=0, atol=1e-5)
+    assert got[3:].tolist() == [0.0, 0.0, 0.0]
+    assert tied_groups(got, 3).tolist() == [False, True]
+
+
+def test_aggregate_rewards_missing_component_counts_as_zero_and_mode_is_checked():
+    # pair {confidence 1, (missing)}: like {1, 0} → ±0.5 / (sqrt(0.5) + 1e-4) = ±0.707007
+    got = aggregate_rewards([{"confidence": 1.0, "total": 1.0}, {"total": 0.0}], 2, "normalize_then_sum")
+    torch.testing.assert_close(got, torch.tensor([0.707007, -0.707007]), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="mode"):
+        aggregate_rewards(GROUP, 4, "mean")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- entropy from the same chunk logits
+
+
+def _reference_entropy(hidden, weight, bias=None, temperature=1.0):
+    logits = hidden @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    logp = torch.log_softmax(logits.float() / temperature, -1)  # [N, V]
+    return -(logp.exp() * logp).sum(-1)  # [N]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 37, 256])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_token_entropy_matches_direct_computation(chunk_size, temperature):
+    hidden, weight, bias, targets = _inputs()
+    logp, entropy = token_logprobs(hidden, weight, targets, bias=bias, temperature=temperature,
+                                   chunk_size=chunk_size, return_entropy=True)
+    torch.testing.assert_close(entropy, _reference_entropy(hidden, weight, bias, temperature), rtol=1e-5, atol=1e-5)
+    assert entropy.shape == (37,) and entropy.dtype == torch.float32 and not entropy.requires_grad
+    # the log-probs and their gradients are those of the plain call
+    plain = token_logprobs(hidden, weight, targets, bias=bias, temperature=temperature, chunk_size=chunk_size)
+    torch.testing.assert_close(logp, plain)
+    g_with = torch.autograd.grad(logp.sum(), (hidden, weight, bias))
+    g_plain = torch.autograd.grad(plain.sum(), (hidden, weight, bias))
+    for a, b in zip(g_with, g_plain):
+        torch.testing.assert_close(a, b)
+
+
+def test_token_entropy_hand_derived():
+    # weight 0: every logit is 0, the distribution is uniform over V = 50 → entropy ln 50 = 3.912023
+    hidden, weight, _, targets = _inputs()
+    with torch.no_grad():
+        _, h = token_logprobs(hidden, torch.zeros_like(weight), targets, return_entropy=True)
+    assert h.tolist() == pytest.approx([math.log(50)] * 37, abs=1e-5)
+    # a bias of 30 on one token: p ≈ 1 there, entropy ≈ 0 (about 49·31·e^−30 ≈ 1.4e−10)
+    bias = torch.zeros(50)
+    bias[3] = 30.0
+    with torch.no_grad():
+        _, h = token_logprobs(hidden, torch.zeros_like(weight), targets, bias=bias, return_entropy=True)
+    assert h.abs().max().item() < 1e-6
+
+
+def test_token_entropy_keeps_no_logits_for_backward_and_handles_empty():
+    hidden, weight, _, targets = _inputs(n=N_BIG, h=H_SMALL, v=V_BIG)
+    saved: list[tuple[int, ...]] = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_logprobs(hidden, weight, targets, chunk_size=CHUNK, return_entropy=True)
+    assert _vocab_rows(saved, V_BIG) == []
+    logp, entropy = token_logprobs(hidden[:0], weight, targets[:0], return_entropy=True)
+    assert logp.shape == entropy.shape == (0,)

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from visualrft_lite.errors import UserError
-from visualrft_lite.plot import RunLog, curves_figure, phase_spans, plot_run, read_jsonl
+from visualrft_lite.plot import RunLog, curves_figure, phase_spans, plot_run, read_jsonl, read_run
 
 
 def sft_row(step: int) -> dict:
@@ -165,3 +165,30 @@ def test_phase_boundary_line_sits_before_the_first_grpo_step() -> None:
     for ax in fig.axes:
         vlines = [l for l in ax.lines if l.get_linestyle() == ":"]
         assert [tuple(l.get_xdata()) for l in vlines] == [(3.5, 3.5)]
+
+
+ALERTS = [{"step": 5, "rule": "zero_signal", "message": "every group tied"},
+          {"step": 7, "rule": "kl_jump", "message": "KL jumped"},
+          {"step": 8, "rule": "zero_signal", "message": "every group tied again"}]
+
+
+def test_alerts_are_dashed_lines_at_their_steps(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [grpo_row(s) for s in range(1, 10)])
+    (run / "alerts.jsonl").write_text("".join(json.dumps(a) + "\n" for a in ALERTS) + '{"rule": "no step"}\n')
+    log = read_run(run)
+    assert [a["step"] for a in log.alerts] == [5, 7, 8] and log.malformed == 1
+    fig = curves_figure(log, title="t")
+    for ax in fig.axes:
+        dashed = [l for l in ax.lines if l.get_linestyle() == "--" and tuple(l.get_xdata()) in {(5, 5), (7, 7), (8, 8)}]
+        assert sorted(l.get_xdata()[0] for l in dashed) == [5, 7, 8]
+        by_step = {l.get_xdata()[0]: l.get_color() for l in dashed}
+        assert by_step[5] == by_step[8] != by_step[7]  # one colour per rule
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "alert: zero_signal" in labels and "alert: kl_jump" in labels
+    assert_png(plot_run(run))
+
+
+def test_no_alerts_file_draws_no_alert_lines(tmp_path: Path) -> None:
+    fig = curves_figure(RunLog([grpo_row(s) for s in range(1, 4)]), title="t")
+    assert not any(l.get_linestyle() == "--" for ax in fig.axes for l in ax.lines if l.get_color() != "C1")
+    assert not any(t.get_text().startswith("alert:") for t in fig.legends[0].get_texts())

@@ -2,13 +2,17 @@
 
 Torch only: no model, no transformers, no peft. The training loop calls them in this order:
 
-    advantages = group_advantages(rewards, G, scale)             # [B]
+    totals = aggregate_rewards(rewards, G, "sum")                # [B] from per-completion dicts
+    keep = ~tied_groups(totals, G)                               # [P] dynamic sampling (DAPO)
+    advantages = group_advantages(totals, G, scale)              # [B]
+    mask, truncated = mask_truncated(ids, mask, eos_ids)         # overlong filtering (DAPO)
     logp = token_logprobs(hidden, lm_head.weight, targets, ...)  # [N] -> scattered to [B, T]
     loss, stats = grpo_loss(logp, mask, advantages, ...)         # per micro-batch
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -17,6 +21,8 @@ from torch.utils.checkpoint import checkpoint
 
 RewardScale = Literal["group", "batch", "none"]
 LossType = Literal["grpo", "dapo", "dr_grpo"]
+ImportanceSampling = Literal["token", "sequence"]
+RewardAggregation = Literal["sum", "normalize_then_sum"]
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -57,11 +63,80 @@ def group_advantages(
     return centred.reshape(-1)  # [N]
 
 
-def zero_signal_fraction(rewards: torch.Tensor, group_size: int) -> float:
-    """Fraction of groups whose rewards are all equal: their advantages are 0, so they teach nothing."""
+def tied_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Which groups have all-equal rewards, bool [P]: their advantages are 0, so they teach nothing.
+
+    DAPO's dynamic sampling drops these groups and draws more prompts in their place. Equality
+    is exact, as in `group_advantages`: rewards that differ by any amount still carry signal.
+
+    >>> tied_groups(torch.tensor([1.0, 1.0, 0.0, 1.0]), 2).tolist()
+    [True, False]
+    """
     grouped = _grouped(rewards, group_size)  # [P, G]
-    all_equal = (grouped == grouped[:, :1]).all(dim=1)  # [P]
-    return all_equal.float().mean().item()
+    return (grouped == grouped[:, :1]).all(dim=1)  # [P]
+
+
+def zero_signal_fraction(rewards: torch.Tensor, group_size: int) -> float:
+    """Fraction of groups whose rewards are all equal (`tied_groups`)."""
+    return tied_groups(rewards, group_size).float().mean().item()
+
+
+def aggregate_rewards(
+    rewards: Sequence[Mapping[str, float]],
+    group_size: int,
+    mode: RewardAggregation = "sum",
+    *,
+    weights: Mapping[str, float] | None = None,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """The per-completion rewards the advantages are computed from, fp32 [N].
+
+    `rewards` holds one dict per completion, group-contiguous like `group_advantages`' input,
+    each with its components and `total` (as `rewards.score` returns them).
+        sum                 — `total` as scored: the weighted sum of the components (the paper).
+        normalize_then_sum  — each component z-scored within its group, (c − mean) / (std + eps)
+                              (unbiased std), then summed with `weights` (a missing name weighs
+                              1.0): GDPO's decoupled normalisation, so a component whose values
+                              spread widely cannot drown a rarer one. A component that is
+                              constant within a group contributes exactly 0 there; one missing
+                              from a dict counts as 0.
+    """
+    if mode == "sum":
+        return torch.tensor([float(r["total"]) for r in rewards], dtype=torch.float32)  # [N]
+    if mode != "normalize_then_sum":
+        raise ValueError(f"mode must be 'sum' or 'normalize_then_sum', got {mode!r}")
+    names = sorted({k for r in rewards for k in r if k != "total"})
+    out = torch.zeros(len(rewards), dtype=torch.float32)  # [N]
+    for name in names:
+        values = torch.tensor([float(r.get(name, 0.0)) for r in rewards], dtype=torch.float64)  # [N]
+        grouped = _grouped(values, group_size)  # [P, G]
+        z = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + eps)  # [P, G]
+        # exactly 0 for a constant component (its mean can differ from its values by rounding)
+        z = z.masked_fill((grouped == grouped[:, :1]).all(dim=1, keepdim=True), 0.0)  # [P, G]
+        weight = 1.0 if weights is None else float(weights.get(name, 1.0))
+        out += weight * z.reshape(-1).float()  # [N]
+    return out
+
+
+def mask_truncated(
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    eos_ids: Sequence[int] | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DAPO's overlong filtering: (mask with truncated completions zeroed [G, T], truncated bool [G]).
+
+    A completion is truncated when no EOS token lies inside its mask: sampling stopped at
+    rollout.max_completion_length, so its ending (and its reward) says little about its tokens.
+    Its rows get mask 0, so it adds no loss and no gradient; its reward still counts in its
+    group's advantages. The mask keeps its dtype.
+    """
+    if completion_ids.shape != completion_mask.shape or completion_ids.ndim != 2:
+        raise ValueError(f"completion_ids and completion_mask must both be [G, T]; got "
+                         f"{tuple(completion_ids.shape)}, {tuple(completion_mask.shape)}")
+    eos = torch.as_tensor(eos_ids, device=completion_ids.device).reshape(-1)  # [E]
+    ended = (torch.isin(completion_ids, eos) & completion_mask.bool()).any(dim=1)  # [G]
+    truncated = ~ended  # [G]
+    return completion_mask.masked_fill(truncated.unsqueeze(1), 0), truncated  # [G, T], [G]
 
 
 def _chunk_token_logprobs(
@@ -70,14 +145,21 @@ def _chunk_token_logprobs(
     bias: torch.Tensor | None,  # [V]
     targets: torch.Tensor,  # [C]
     temperature: float,
-) -> torch.Tensor:
+    with_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     # The matmul runs in the inputs' dtype (bf16 on GPU accumulates in fp32); casting the
     # [V, H] weight to fp32 instead would allocate 4·V·H bytes per chunk (0.9 GB for Qwen2-VL-2B).
     logits = F.linear(hidden, weight, bias).float()  # [C, V]
     if temperature != 1.0:
         logits = logits / temperature  # [C, V]
     target_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [C]
-    return target_logits - torch.logsumexp(logits, dim=-1)  # [C]
+    lse = torch.logsumexp(logits, dim=-1)  # [C]
+    if not with_entropy:
+        return target_logits - lse  # [C]
+    with torch.no_grad():  # a metric: no gradient, nothing more saved for backward
+        # H = −Σ p·log p = logsumexp(z) − Σ p·z with p = softmax(z); lm_head logits are finite
+        entropy = lse.detach() - (torch.softmax(logits.detach(), dim=-1) * logits.detach()).sum(-1)  # [C]
+    return target_logits - lse, entropy  # [C], [C]
 
 
 def token_logprobs(
@@ -88,7 +170,8 @@ def token_logprobs(
     bias: torch.Tensor | None = None,
     temperature: float = 1.0,
     chunk_size: int = 256,
-) -> torch.Tensor:
+    return_entropy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """log p(target | hidden) for each row, fp32 [N], without ever holding the [N, V] logits.
 
     `hidden` [N, H] are final hidden states at the positions that predict `targets` [N] (for a
@@ -98,6 +181,11 @@ def token_logprobs(
     then logit[target] − logsumexp. Peak extra memory is one chunk's [chunk_size, V] logits.
     When a gradient is needed, each chunk runs under non-reentrant activation checkpointing, so
     backward recomputes that chunk's logits rather than keeping all N rows of them alive.
+
+    `return_entropy=True` returns (logp [N], entropy [N]): also the entropy of each row's
+    next-token distribution (after `temperature`, i.e. the sampling distribution), from the same
+    chunk logits, so it costs no extra forward. The entropy is detached (a metric, not a loss
+    term); mean it over completion tokens for the step's `entropy`.
     """
     if hidden.ndim != 2 or weight.ndim != 2 or targets.ndim != 1:
         raise ValueError(
@@ -117,21 +205,28 @@ def token_logprobs(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (hidden, weight, bias)
     )
-    chunks = []
+    chunks, entropies = [], []
     for start in range(0, hidden.shape[0], chunk_size):
         h = hidden[start : start + chunk_size]  # [C, H]
         t = targets[start : start + chunk_size]  # [C]
         if needs_grad:
             # preserve_rng_state=False: the chunk is deterministic (no dropout), skip the RNG stash.
-            lp = checkpoint(
-                _chunk_token_logprobs, h, weight, bias, t, temperature,
+            out = checkpoint(
+                _chunk_token_logprobs, h, weight, bias, t, temperature, return_entropy,
                 use_reentrant=False, preserve_rng_state=False,
-            )  # [C]
+            )  # [C] or ([C], [C])
         else:
-            lp = _chunk_token_logprobs(h, weight, bias, t, temperature)  # [C]
-        chunks.append(lp)
+            out = _chunk_token_logprobs(h, weight, bias, t, temperature, return_entropy)  # [C] or ([C], [C])
+        if return_entropy:
+            chunks.append(out[0])
+            entropies.append(out[1])
+        else:
+            chunks.append(out)
     if not chunks:
-        return hidden.new_zeros(0, dtype=torch.float32)  # [0]
+        empty = hidden.new_zeros(0, dtype=torch.float32)  # [0]
+        return (empty, empty.clone()) if return_entropy else empty
+    if return_entropy:
+        return torch.cat(chunks), torch.cat(entropies)  # [N], [N]
     return torch.cat(chunks)  # [N]
 
 
@@ -149,6 +244,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     num_sequences: int | None = None,
     num_tokens: int | None = None,
+    importance_sampling: ImportanceSampling = "token",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The clipped GRPO objective with a k3 KL penalty; returns (scalar loss, detached stats).
 
@@ -158,6 +254,11 @@ def grpo_loss(
                                         ratio 1 and gradient A·∇logp)
         obj   = −min(ratio·A, clip(ratio, 1 − epsilon_low, 1 + epsilon_high)·A)
               + beta·(exp(ref − logp) − (ref − logp) − 1)   (skipped if beta == 0 or ref None)
+    `importance_sampling="sequence"` is GSPO (Zheng et al. 2025): every token of sequence i uses
+    the one length-normalised ratio s_i = exp(mean over its tokens of (logp − old_logp)), the
+    geometric mean of its token ratios, clipped as a whole (GSPO clips far tighter: pass its
+    epsilons, 3e-4 / 4e-4). The KL term stays per token. With old_logp None, s_i = 1 and the
+    gradient equals the token-level one.
     Aggregation (`loss_type`):
         grpo    — mean over each sequence's tokens, then sum / num_sequences (the paper)
         dapo    — sum over all tokens / num_tokens
@@ -170,7 +271,8 @@ def grpo_loss(
 
     Stats (over this call's masked tokens): loss, kl (mean k3, reported even when beta == 0;
     0 without a reference),
-    clip_fraction (tokens whose clipped term is the active one), ratio_mean, completion_tokens.
+    clip_fraction (tokens whose clipped term is the active one; at sequence level, the tokens of
+    clipped sequences), ratio_mean (token-weighted), completion_tokens.
     """
     if logp.ndim != 2 or mask.shape != logp.shape:
         raise ValueError(f"logp and mask must both be [B, T]; got {tuple(logp.shape)}, {tuple(mask.shape)}")
@@ -185,6 +287,8 @@ def grpo_loss(
         raise ValueError("loss_type 'dr_grpo' needs max_completion_length (rollout.max_completion_length)")
     if not (0 <= epsilon_low < 1 and epsilon_high >= 0):
         raise ValueError(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {epsilon_low}, {epsilon_high}")
+    if importance_sampling not in ("token", "sequence"):
+        raise ValueError(f"importance_sampling must be 'token' or 'sequence', got {importance_sampling!r}")
 
     mask = mask.bool()  # [B, T]
     weights = mask.float()  # [B, T]
@@ -193,8 +297,14 @@ def grpo_loss(
     logp = logp.float().masked_fill(~mask, 0.0)  # [B, T]
     old = logp.detach() if old_logp is None else old_logp.float().masked_fill(~mask, 0.0)  # [B, T]
     adv = advantages.float().unsqueeze(1)  # [B, 1]
+    tokens_per_seq = weights.sum(dim=1)  # [B]
 
-    ratio = torch.exp(logp - old)  # [B, T]
+    log_ratio = logp - old  # [B, T], 0 at padding
+    if importance_sampling == "sequence":
+        seq_log_ratio = log_ratio.sum(dim=1, keepdim=True) / tokens_per_seq.clamp(min=1.0).unsqueeze(1)  # [B, 1]
+        ratio = torch.exp(seq_log_ratio).expand_as(logp)  # [B, T], one value per row
+    else:
+        ratio = torch.exp(log_ratio)  # [B, T]
     clipped_ratio = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)  # [B, T]
     per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)  # [B, T]
 
@@ -206,7 +316,6 @@ def grpo_loss(
             per_token = per_token + beta * k3  # [B, T]
     per_token = per_token * weights  # [B, T]
 
-    tokens_per_seq = weights.sum(dim=1)  # [B]
     n_seq = max(logp.shape[0] if num_sequences is None else num_sequences, 1)
     if loss_type == "grpo":
         seq_means = per_token.sum(dim=1) / tokens_per_seq.clamp(min=1.0)  # [B]

@@ -2,8 +2,9 @@
 
 Reads `metrics.jsonl` (one JSON object per optimizer step, `phase` "sft" or "grpo") and,
 when present, `heldout.jsonl` (greedy held-out scores at the base / after-SFT / after-GRPO
-stages). Draws with a bare `Figure` on the Agg canvas: no pyplot, so no global backend
-switch and no figure registry that could leak into a caller's own plotting.
+stages) and `alerts.jsonl` (health warnings: step, rule, message; a dashed line per alert).
+Draws with a bare `Figure` on the Agg canvas: no pyplot, so no global backend switch and no
+figure registry that could leak into a caller's own plotting.
 
     from visualrft_lite.plot import plot_run
     plot_run(Path("runs/demo"))          # -> runs/demo/curves.png
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 PHASE_COLORS = {"sft": "#f2c14e", "grpo": "#5b8def"}
 STAGE_MARKERS = {"base": "o", "sft": "s", "grpo": "D"}
 BAND_ALPHA = 0.12
+ALERT_COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 @dataclass
@@ -35,7 +37,9 @@ class RunLog:
     metrics: list[dict[str, Any]]
     heldout: list[dict[str, Any]] = field(default_factory=list)
     malformed: int = 0
-    """Lines skipped in both files: not JSON, not an object, or without an integer step."""
+    """Lines skipped in all files: not JSON, not an object, or without an integer step."""
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    """Health alerts in file order: {"step", "rule", "message"}."""
 
 
 def _json_objects(path: Path) -> Iterator[dict[str, Any] | None]:
@@ -83,8 +87,20 @@ def read_heldout(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, malformed
 
 
+def read_alerts(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Alert rows in file order; a row needs an integer step and a string rule."""
+    rows, malformed = [], 0
+    for row in _json_objects(path):
+        step = row.get("step") if row is not None else None
+        if not isinstance(step, int) or isinstance(step, bool) or not isinstance(row.get("rule"), str):
+            malformed += 1
+            continue
+        rows.append(row)
+    return rows, malformed
+
+
 def read_run(run_dir: Path) -> RunLog:
-    """Both logs of a run directory; a UserError if there is nothing to plot."""
+    """The logs of a run directory; a UserError if there is nothing to plot."""
     path = run_dir / "metrics.jsonl"
     metrics, malformed = read_jsonl(path)
     if not metrics:
@@ -92,7 +108,8 @@ def read_run(run_dir: Path) -> RunLog:
             raise UserError(f"{path} has no readable lines ({malformed} malformed); is the run writing it?")
         raise UserError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
     heldout, bad_heldout = read_heldout(run_dir / "heldout.jsonl")
-    return RunLog(metrics, heldout, malformed + bad_heldout)
+    alerts, bad_alerts = read_alerts(run_dir / "alerts.jsonl")
+    return RunLog(metrics, heldout, malformed + bad_heldout + bad_alerts, alerts)
 
 
 def phase_of(row: dict[str, Any]) -> str:
@@ -147,7 +164,8 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     Six panels share the step axis: reward (mean ± std over the step's completions), reward
     components, accuracy (IoU for detection) and format rate with held-out scores as
     markers, KL, completion length, SFT loss. SFT and GRPO phases are shaded on every
-    panel, with a line where GRPO starts. Malformed lines are skipped, logged and noted
+    panel, with a line where GRPO starts; health alerts (alerts.jsonl) are dashed lines at
+    their steps, one colour per rule. Malformed lines are skipped, logged and noted
     under the figure. The file is replaced atomically, so a viewer never sees half a PNG.
     """
     run_dir = Path(run_dir)
@@ -218,6 +236,7 @@ def curves_figure(run: RunLog, title: str) -> Any:
             ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="gray")
             ax.set_yticks([])
         shade_phases(ax, spans)
+        mark_alerts(ax, run.alerts)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best")
@@ -226,7 +245,8 @@ def curves_figure(run: RunLog, title: str) -> Any:
 
     phases = " → ".join(f"{p.upper()} steps {a}–{b}" for p, a, b in spans)
     fig.suptitle(f"{title}: {phases}", fontsize=12)
-    fig.legend(handles=phase_legend(spans), loc="outside upper right", ncols=3, fontsize=9, frameon=False)
+    fig.legend(handles=phase_legend(spans) + alert_legend(run.alerts), loc="outside upper right", ncols=3,
+               fontsize=9, frameon=False)
     if run.malformed:
         fig.text(0.01, 0.002, f"{run.malformed} malformed log line(s) skipped", fontsize=8, color="gray")
     return fig
@@ -239,6 +259,25 @@ def shade_phases(ax: Any, spans: list[tuple[str, int, int]]) -> None:
         ax.axvspan(first - 0.5, last + 0.5, color=PHASE_COLORS[phase], alpha=BAND_ALPHA, linewidth=0, zorder=0)
         if i > 0:
             ax.axvline(first - 0.5, color="gray", linestyle=":", linewidth=1.2, zorder=1)
+
+
+def alert_colors(alerts: list[dict[str, Any]]) -> dict[str, str]:
+    """One colour per rule, in order of first appearance."""
+    rules = dict.fromkeys(a["rule"] for a in alerts)
+    return {rule: ALERT_COLORS[i % len(ALERT_COLORS)] for i, rule in enumerate(rules)}
+
+
+def mark_alerts(ax: Any, alerts: list[dict[str, Any]]) -> None:
+    """A dashed vertical line at each alert's step, coloured by rule (named in the figure legend)."""
+    colors = alert_colors(alerts)
+    for a in alerts:
+        ax.axvline(a["step"], color=colors[a["rule"]], linestyle="--", linewidth=1.2, alpha=0.8, zorder=2)
+
+
+def alert_legend(alerts: list[dict[str, Any]]) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=c, linestyle="--", label=f"alert: {rule}") for rule, c in alert_colors(alerts).items()]
 
 
 def phase_legend(spans: list[tuple[str, int, int]]) -> list[Any]:
