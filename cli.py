@@ -6,6 +6,7 @@ A user's mistake raises `UserError` somewhere below; here it becomes a one-line
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -13,11 +14,15 @@ from typing import Any, Callable
 
 import click
 
-from visualrft_lite.errors import UserError
+from visualrft_lite.errors import StopRequested, UserError
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn UserError (and a missing file) into a one-line click error."""
+    """Turn UserError (and a full disk or a folder it may not write) into a one-line click error."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,14 +30,27 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except UserError as e:
             raise click.ClickException(str(e)) from None
+        except StopRequested as e:
+            click.echo(str(e), err=True)
+            sys.exit(130)
         except KeyboardInterrupt:
-            raise click.ClickException("interrupted") from None
+            click.echo("stopped at once (second Ctrl-C); the last saved checkpoint, if any, is intact", err=True)
+            sys.exit(130)
+        except OSError as e:  # the machine's state, not a bug: say where and what to do
+            if e.errno not in _DISK_FULL + _NOT_WRITABLE:
+                raise
+            where = f" writing {e.filename}" if e.filename else ""
+            fix = "free some space" if e.errno in _DISK_FULL else "choose a folder you can write"
+            raise click.ClickException(f"{e.strerror}{where}; {fix} (--out, or VRFT_LITE_HOME for caches)") from None
 
     return wrapper
 
 
 preset_option = click.option("--preset", "-p", metavar="NAME|PATH",
                              help="A shipped preset (vrft-lite presets list) or a YAML file.")
+allow_mismatch_option = click.option(
+    "--allow-base-mismatch", is_flag=True,
+    help="Load an adapter on a base it was not trained on (refused by default: its answers are noise).")
 set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                           help="Override one config value; repeatable (e.g. --set train.steps=10).")
 
@@ -82,6 +100,45 @@ def presets_show(name: str, resolved: bool) -> None:
         click.echo(load_config(name).to_yaml(), nl=False)
     else:
         click.echo(resolve_preset(name).read_text(), nl=False)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@main.group()
+def data() -> None:
+    """Look at a preset's data before training on it."""
+
+
+@data.command("show")
+@preset_option
+@set_option
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), metavar="SHEET.png",
+              help="Write a contact sheet of records with their ground truth drawn.")
+@click.option("--split", type=click.Choice(["train", "eval", "both"]), default="both", show_default=True,
+              help="Which split to load and describe.")
+@click.option("-n", "count", type=click.IntRange(1, 64), default=16, show_default=True,
+              help="Records on the contact sheet (spread over the split).")
+@user_errors
+def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, split: str, count: int) -> None:
+    """Load the records exactly as train (and eval) would and describe them.
+
+    \b
+    vrft-lite data show --preset flowers-1shot --set data.path=~/datasets
+    vrft-lite data show --preset coco-8cat-2shot --set data.path=~/coco --out sheet.png
+
+    Prints per split the record count, the classes or categories with counts, example
+    prompts and the skipped files by reason; --out draws N records with their labels,
+    boxes or points in original-image pixels (train records, else eval).
+    """
+    from visualrft_lite.config import load_config
+    from visualrft_lite.data.show import show
+
+    if not preset:
+        raise click.UsageError("pass --preset NAME (see vrft-lite presets list)")
+    splits = ("train", "eval") if split == "both" else (split,)
+    lines, _ = show(load_config(preset, overrides), splits=splits, out=out, n=count)  # type: ignore[arg-type]
+    click.echo("\n".join(lines))
 
 
 # ----------------------------------------------------------------------------- train
@@ -151,9 +208,9 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
     vrft-lite sft --preset flowers-4shot --out runs/flowers4-sft
     vrft-lite eval --preset flowers-4shot --adapter runs/flowers4-sft/final
     """
-    from visualrft_lite.train import train as run_train
+    from visualrft_lite.train import sft as run_sft
 
-    run_train(run_config(preset, overrides, resume), out=out, resume=resume, force=force, mode="sft")
+    run_sft(run_config(preset, overrides, resume), out=out, resume=resume, force=force)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -181,15 +238,16 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per image (pixel coordinates of the original image).")
 @click.option("--sample/--greedy", default=False, show_default=True,
-              help="Sample with the rollout settings (temperature, top_p, top_k; one image at a time) "
-                   "instead of batched greedy decoding.")
+              help="Sample with the rollout settings (temperature, top_p, top_k) instead of greedy decoding; "
+                   "either way eval.batch_size images decode together.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (--sample).")
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Answer length at most (default eval.max_new_tokens).")
+@allow_mismatch_option
 @user_errors
 def predict(images: tuple[str, ...], task: str, category: str | None, query: str | None, labels: str | None,
             kind: str | None, attribute: str | None, model: str | None, adapter: Path | None, preset: str | None,
             overrides: tuple[str, ...], draw: Path | None, as_json: bool, sample: bool, seed: int,
-            max_new_tokens: int | None) -> None:
+            max_new_tokens: int | None, allow_base_mismatch: bool) -> None:
     """Answer a question about images with a model (and an adapter); print reasoning and answer.
 
     \b
@@ -210,7 +268,8 @@ def predict(images: tuple[str, ...], task: str, category: str | None, query: str
     spec = TaskSpec(task=task, category=category, query=query, kind=kind, attribute=attribute,
                     labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None)
     results = run_predict(images, spec, model=model, adapter=adapter, preset=preset, overrides=overrides,
-                          draw=draw, as_json=as_json, sample=sample, seed=seed, max_new_tokens=max_new_tokens)
+                          draw=draw, as_json=as_json, sample=sample, seed=seed, max_new_tokens=max_new_tokens,
+                          allow_mismatch=allow_base_mismatch)
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -235,9 +294,11 @@ def predict(images: tuple[str, ...], task: str, category: str | None, query: str
 @click.option("--two-stage/--one-stage", default=None,
               help="Detection: ask whether the category is present first, boxes only where it is "
                    "(the paper's protocol; default eval.two_stage).")
+@allow_mismatch_option
 @user_errors
 def eval_(preset: str | None, data: str | None, task: str | None, overrides: tuple[str, ...], adapter: Path | None,
-          model: str | None, limit: int | None, out: Path | None, force: bool, two_stage: bool | None) -> None:
+          model: str | None, limit: int | None, out: Path | None, force: bool, two_stage: bool | None,
+          allow_base_mismatch: bool) -> None:
     """Score greedy answers on a held-out split, the way the paper reports them.
 
     \b
@@ -258,7 +319,7 @@ def eval_(preset: str | None, data: str | None, task: str | None, overrides: tup
     from visualrft_lite.evaluate import run_eval
 
     run_eval(preset=preset, data=data, task=task, overrides=overrides, adapter=adapter, model=model,
-             limit=limit, out=out, force=force, two_stage=two_stage)
+             limit=limit, out=out, force=force, two_stage=two_stage, allow_mismatch=allow_base_mismatch)
 
 
 # ----------------------------------------------------------------------------- merge
@@ -275,9 +336,10 @@ def eval_(preset: str | None, data: str | None, task: str | None, overrides: tup
               help="Merge into the NF4-dequantised base weights (what training saw) instead of the original ones.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] for the merge.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out (an earlier merge).")
+@allow_mismatch_option
 @user_errors
 def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized: bool, device: str,
-          force: bool) -> None:
+          force: bool, allow_base_mismatch: bool) -> None:
     """Fold a LoRA adapter into its base and save a plain transformers checkpoint.
 
     \b
@@ -301,7 +363,7 @@ def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized
     from visualrft_lite.export import merge as run_merge
 
     run_merge(adapter, out, base=base, dtype=dtype, from_quantized=from_quantized, force=force,  # type: ignore[arg-type]
-              device=device, echo=click.echo)
+              device=device, allow_mismatch=allow_base_mismatch, echo=click.echo)
 
 
 # ----------------------------------------------------------------------------- plot
@@ -328,12 +390,37 @@ def plot(run_dir: Path, out: Path | None) -> None:
     click.echo(plot_run(run_dir, out))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False), metavar="RUN")
+@click.option("--step", type=click.IntRange(1), metavar="N",
+              help="The step whose samples to draw (default: the last step in samples.jsonl).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
+              help="Directory for the PNGs (default RUN/samples/).")
+@user_errors
+def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
+    """Draw a run's sampled completions on their images: one grid PNG per group.
+
+    \b
+    vrft-lite samples runs/coco
+    vrft-lite samples runs/coco --step 40 --out figs/
+
+    Reads RUN/samples.jsonl (written every train.samples_every steps). Each tile is one
+    completion: the ground truth in green, its parsed answer (boxes, points or class, read
+    as the reward reads it) in red, its reward in the caption. A group whose image file is
+    missing is skipped with a note. Prints the paths written.
+    """
+    from visualrft_lite.samples import draw_samples
+
+    for path in draw_samples(run_dir, step=step, out=out, echo=click.echo):
+        click.echo(path)
+
+
 
 # ----------------------------------------------------------------------------- reward
 
 
 @main.command()
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("rb"))
 @click.option("--coords", type=click.Choice(["rel1000", "pixel", "resized"]), default="rel1000", show_default=True,
               help="How the completion writes boxes: Qwen2-VL 0-1000 relative, or pixels.")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
@@ -356,8 +443,9 @@ def reward(file: Any, coords: str, iou_threshold: float, iou_denominator: str, m
       | vrft-lite reward -
     {"format": 1.0, "accuracy": 1.0, "total": 2.0}
 
-    Input lines: {"task", "completion", "solution", "image_size": [w, h]}. A malformed line
-    is reported on stderr with its number and the rest go on.
+    Input lines: {"task", "completion", "solution", "image_size": [w, h]}. Output line N
+    answers input line N: a line that cannot be scored prints {"error": ..., "line": N}
+    instead, is reported on stderr with its number, and the rest go on (exit status 1).
     """
     from visualrft_lite.reward_tool import score_jsonl
     from visualrft_lite.rewards import RewardOptions

@@ -13,12 +13,12 @@ from visualrft_lite.config import DataConfig
 from visualrft_lite.data.records import Record
 from visualrft_lite.data.sources import load_records
 from visualrft_lite.errors import UserError
+from visualrft_lite.rundir import prepare_output_dir
 from visualrft_lite.evaluate import (
     NO_ANSWER,
     OTHER,
     data_overrides,
     parse_presence,
-    prepare_out_dir,
     run_eval,
     score_completions,
 )
@@ -220,12 +220,14 @@ def test_data_spec_without_a_kind_is_a_user_error():
 
 
 def test_out_dir_refuses_non_empty_without_force(tmp_path):
+    # an earlier eval's output: refused without --force, replaced with it
     out = tmp_path / "ev"
     out.mkdir()
     (out / "metrics.json").write_text("{}")
+    (out / "predictions.jsonl").write_text("")
     with pytest.raises(UserError, match="--force"):
-        prepare_out_dir(out, force=False)
-    prepare_out_dir(out, force=True)
+        prepare_output_dir(out, kind="eval", force=False)
+    prepare_output_dir(out, kind="eval", force=True)
     assert not (out / "metrics.json").exists()
 
 

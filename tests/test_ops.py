@@ -1,8 +1,10 @@
 """The model operations the loop relies on agree with the model's own forward pass.
 
-A small random Qwen2-VL is built straight from a config (no tokenizer needed): the
-vision-once paths (prefill + cached decode, completion hidden states with shared image
-features) must give the same logits as one plain forward with pixel_values.
+A small random Qwen2-VL is built straight from a config (no tokenizer needed). Two prompts
+of different lengths and image sizes are left-padded into one PromptBatch; the vision-once
+paths (prefill + cached decode of the batch, completion hidden states with shared image
+features, rows of different prompts mixed) must give the logits that one plain forward
+with pixel_values gives for each prompt on its own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ import torch
 
 from visualrft_lite.modeling import ops
 
-IMG, VSTART, VEND = 50, 48, 49  # image placeholder / vision start / end ids of the toy vocab
+IMG, VSTART, VEND, PAD = 50, 48, 49, 0  # image placeholder / vision start / end / pad ids of the toy vocab
+
+
+def _prompt(head: list[int], grid: tuple[int, int, int], tail: list[int], seed: int) -> ops.EncodedPrompt:
+    n_img = grid[0] * grid[1] * grid[2] // 4  # spatial merge 2x2
+    ids = torch.tensor(head + [VSTART] + [IMG] * n_img + [VEND] + tail)
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.randn(grid[0] * grid[1] * grid[2], 3 * 2 * 14 * 14, generator=g)  # [patches, C*T*P*P]
+    return ops.EncodedPrompt(ids, (ids == IMG).int(), torch.tensor([grid]), pixels, (grid[2] * 14, grid[1] * 14), "")
 
 
 @pytest.fixture(scope="module")
@@ -30,63 +40,85 @@ def toy():
     )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(cfg).eval()
-    grid = torch.tensor([[1, 4, 6]])  # 4x6 patches -> 6 merged image tokens
-    n_img = 6
-    ids = torch.tensor([[1, 2, VSTART] + [IMG] * n_img + [VEND, 3, 4, 5]])  # [1, L]
-    pixel_values = torch.randn(24, 3 * 2 * 14 * 14)  # [patches, C*T*P*P]
-    mm = (ids == IMG).int()
-    position_ids, deltas = model.model.get_rope_index(ids, mm_token_type_ids=mm, image_grid_thw=grid,
-                                                      attention_mask=torch.ones_like(ids))
-    prompt = ops.PromptInputs(input_ids=ids, pixel_values=pixel_values, image_grid_thw=grid,
-                              position_ids=position_ids, rope_delta=int(deltas.reshape(-1)[0]),
-                              resized_size=(84, 56), text="")
-    return model, prompt
+    prompts = [_prompt([1, 2], (1, 4, 6), [3, 4, 5], seed=1),  # 6 image tokens, 13 tokens
+               _prompt([1], (1, 2, 4), [6], seed=2)]  # 2 image tokens, 6 tokens: left-padded by 7
+    return model, prompts
 
 
-def full_logits(model, prompt, completion):
-    """Reference: the model's own forward with pixel_values over prompt + completion."""
-    ids = torch.cat([prompt.input_ids.expand(completion.shape[0], -1), completion], 1)
-    mm = (ids == IMG).int()
-    out = model(input_ids=ids, pixel_values=prompt.pixel_values.repeat(completion.shape[0], 1),
-                image_grid_thw=prompt.image_grid_thw.repeat(completion.shape[0], 1), mm_token_type_ids=mm)
-    return out.logits  # [B, L+T, V]
+def own_forward(model, prompt: ops.EncodedPrompt, completion: torch.Tensor) -> torch.Tensor:
+    """Reference: the model's own forward with pixel_values over one prompt + its completions."""
+    B = completion.shape[0]
+    ids = torch.cat([prompt.input_ids.expand(B, -1), completion], 1)
+    out = model(input_ids=ids, pixel_values=prompt.pixel_values.repeat(B, 1),
+                image_grid_thw=prompt.image_grid_thw.repeat(B, 1), mm_token_type_ids=(ids == IMG).int())
+    L = prompt.input_ids.shape[0]
+    return out.logits[:, L - 1: -1]  # [B, T, V] positions predicting the completion
 
 
-def test_completion_hidden_matches_full_forward(toy):
-    model, prompt = toy
-    completion = torch.tensor([[7, 8, 9], [10, 11, 12]])  # [2, 3]
+def test_left_padding_and_positions(toy):
+    model, prompts = toy
+    batch = ops.pad_prompts(model, prompts, PAD, torch.device("cpu"))
+    assert batch.input_ids.shape == (2, 13)
+    assert batch.attention_mask[1].tolist() == [0] * 7 + [1] * 6
+    assert batch.lengths.tolist() == [13, 6]
+    # text after a prompt continues at its own max position + 1 (the image rows compress positions)
+    for i in range(2):
+        assert int(batch.next_position[i]) == int(batch.position_ids[:, i].max()) + 1
+
+
+def test_completion_hidden_matches_full_forward_across_mixed_prompts(toy):
+    model, prompts = toy
+    batch = ops.pad_prompts(model, prompts, PAD, torch.device("cpu"))
+    completion = torch.tensor([[7, 8, 9], [10, 11, 12], [13, 14, 15]])  # rows: prompt 0, 1, 0
+    index = [0, 1, 0]
     with torch.no_grad():
-        embeds = ops.image_embeds(model, prompt)
-        hidden = ops.completion_hidden(model, prompt, embeds, completion)  # [2, 3, H]
-        mine = model.lm_head(hidden)
-        ref = full_logits(model, prompt, completion)[:, prompt.length - 1 : -1]  # positions predicting completion
-    torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
+        features = ops.image_features(model, batch)
+        mine = model.lm_head(ops.completion_hidden(model, batch, features, index, completion))  # [3, 3, V]
+        for r, p in enumerate(index):
+            ref = own_forward(model, prompts[p], completion[r: r + 1])
+            torch.testing.assert_close(mine[r: r + 1], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_prefill_and_cached_decode_match_full_forward(toy):
-    model, prompt = toy
-    completion = torch.tensor([[7, 8], [9, 10], [11, 12]])  # 3 samples share one prefill
+def test_prefill_and_cached_decode_match_full_forward_for_a_padded_batch(toy):
+    model, prompts = toy
+    batch = ops.pad_prompts(model, prompts, PAD, torch.device("cpu"))
+    n = 2  # completions per prompt share its prefill
+    completion = torch.tensor([[7, 8, 9], [10, 11, 12], [13, 14, 15], [16, 17, 18]])  # rows 0,1: prompt 0
     with torch.no_grad():
-        embeds = ops.image_embeds(model, prompt)
-        first, cache = ops.prefill(model, prompt, embeds)  # [1, V]
-        cache.batch_repeat_interleave(3)
-        step_logits = [first.expand(3, -1)]
+        features = ops.image_features(model, batch)
+        first, cache = ops.prefill(model, batch, features)  # [2, V]
+        ops.repeat_cache(cache, n)
+        mask = batch.attention_mask.repeat_interleave(n, 0)
+        start = batch.next_position.repeat_interleave(n)
+        steps = [first.repeat_interleave(n, 0)]
         for t in range(completion.shape[1] - 1):
-            pos = ops.text_positions(prompt.length + t, 1, prompt.rope_delta, 3, completion.device)
-            step_logits.append(ops.decode(model, completion[:, t : t + 1], pos, cache))
-        mine = torch.stack(step_logits, 1)  # [3, T, V]
-        ref = full_logits(model, prompt, completion)[:, prompt.length - 1 : -1]
-    torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            steps.append(ops.decode(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
+        mine = torch.stack(steps, 1)  # [4, T, V]
+        for r in range(4):
+            ref = own_forward(model, prompts[r // n], completion[r: r + 1])
+            torch.testing.assert_close(mine[r: r + 1], ref, atol=1e-5, rtol=1e-5)
 
 
-def test_image_encoded_once_per_group(toy, monkeypatch):
-    # The vision tower runs once for the group, however many completions share it.
-    model, prompt = toy
+def test_select_keeps_each_prompt_and_its_image(toy):
+    model, prompts = toy
+    batch = ops.pad_prompts(model, prompts, PAD, torch.device("cpu"))
+    one = batch.select([1])
+    alone = ops.pad_prompts(model, [prompts[1]], PAD, torch.device("cpu"))
+    for name in ("input_ids", "attention_mask", "position_ids", "next_position", "pixel_values", "image_grid_thw"):
+        assert torch.equal(getattr(one, name), getattr(alone, name)), name
+
+
+def test_each_image_encoded_once_per_batch(toy, monkeypatch):
+    # The vision tower runs once for all prompts, however many completions and passes share it.
+    model, prompts = toy
+    batch = ops.pad_prompts(model, prompts, PAD, torch.device("cpu"))
     calls = []
     orig = model.model.visual.forward
     monkeypatch.setattr(model.model.visual, "forward", lambda *a, **k: calls.append(1) or orig(*a, **k))
     with torch.no_grad():
-        embeds = ops.image_embeds(model, prompt)
-        ops.completion_hidden(model, prompt, embeds, torch.tensor([[7, 8]] * 8))
-        _, cache = ops.prefill(model, prompt, embeds)
+        features = ops.image_features(model, batch)
+        ops.completion_hidden(model, batch, features, [0, 1] * 4, torch.tensor([[7, 8]] * 8))
+        ops.prefill(model, batch, features)
     assert len(calls) == 1
+    assert [f.shape[0] for f in features.per_image] == [6, 2]

@@ -1,5 +1,5 @@
-"""`vrft-lite predict` on the tiny model: batched greedy generation equals the training
-sampler's greedy path, answers are printed and drawn in pixels of the original image,
+"""`vrft-lite predict` on the tiny model: decoding prompts together equals decoding them one
+at a time (greedy: same tokens; sampled: same distribution per row), answers are printed and drawn in pixels of the original image,
 an unreadable image does not stop the others, and misuse is a one-line error.
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import assert_one_line_error, invoke
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from visualrft_lite import generate as gen
+from visualrft_lite import rollout
 from visualrft_lite.draw import PALETTE, drawing_paths
 from visualrft_lite.rewards import parse_prediction
 
@@ -61,24 +63,55 @@ def model_args(tiny_model_dir: Path) -> list[str]:
 # ----------------------------------------------------------------------------- generation
 
 
-def test_batched_greedy_equals_the_rollout_samplers_greedy_path(tiny_model_dir, adapter_dir, images):
-    from visualrft_lite.config import ModelConfig, RolloutConfig
-    from visualrft_lite.modeling import ops
-    from visualrft_lite.rollout import sample_group
+def _loaded_and_inputs(tiny_model_dir, adapter_dir, images):
+    from visualrft_lite.config import ModelConfig
 
     cfg = ModelConfig(name=str(tiny_model_dir), quant="none", device="cpu", max_pixels=12544)
     loaded = gen.load_for_inference(cfg, adapter_dir)
     pictures = [Image.open(p).convert("RGB") for p in images]
     prompts = ["short", "a much longer question about the shapes in the picture, left-padded", "count"]
-    batched = gen.generate_batch(loaded.model, loaded.processor, pictures, prompts, loaded.device, max_new_tokens=10)
+    return loaded, pictures, prompts
+
+
+def test_batched_decoding_equals_one_prompt_at_a_time(tiny_model_dir, adapter_dir, images):
+    # Greedy: the same tokens whether the prompts (different lengths and image sizes, so
+    # left-padded) decode together, one at a time, or in rounds capped by max_rows.
+    from visualrft_lite.rollout import Decoding, decode, encode_inputs
+
+    loaded, pictures, prompts = _loaded_and_inputs(tiny_model_dir, adapter_dir, images)
+    greedy = Decoding.greedy_search(10)
+    enc = encode_inputs(loaded.model, loaded.processor, pictures, prompts, loaded.device)
+    batched = decode(loaded.model, loaded.processor, enc.batch, enc.features, greedy, per_prompt=2)
+    capped = decode(loaded.model, loaded.processor, enc.batch, enc.features, greedy, per_prompt=2, max_rows=3)
     single = []
     for picture, prompt in zip(pictures, prompts):
-        p = ops.encode_prompt(loaded.model, loaded.processor, picture, prompt, loaded.device)
-        g = sample_group(loaded.model, loaded.processor, p, ops.image_embeds(loaded.model, p), RolloutConfig(),
-                         num=1, greedy=True, max_new_tokens=10)
-        single.append((g.texts[0], p.resized_size))
-    assert len({text for text, _ in single}) > 1  # the answers depend on the input, so padding bugs would show
-    assert [(a.text, a.resized_size) for a in batched] == single
+        one = encode_inputs(loaded.model, loaded.processor, [picture], [prompt], loaded.device)
+        single.append(decode(loaded.model, loaded.processor, one.batch, one.features, greedy).texts[0])
+    assert len(set(single)) > 1  # the answers depend on the input, so padding bugs would show
+    assert list(batched.texts) == [t for t in single for _ in range(2)]
+    assert capped.texts == batched.texts
+    assert batched.prompt_index == (0, 0, 1, 1, 2, 2)
+
+
+def test_sampled_rows_have_the_distribution_of_their_own_prompt(tiny_model_dir, adapter_dir, images):
+    # Sampling: each row's log-probs (its distribution given its prefix) are the same in the
+    # mixed, padded batch as for its prompt alone, so a row samples from its own prompt's policy.
+    from visualrft_lite.logprobs import all_logprobs
+    from visualrft_lite.rollout import Completions, Decoding, decode, encode_inputs
+
+    loaded, pictures, prompts = _loaded_and_inputs(tiny_model_dir, adapter_dir, images)
+    generator = torch.Generator().manual_seed(0)
+    enc = encode_inputs(loaded.model, loaded.processor, pictures, prompts, loaded.device)
+    sampled = decode(loaded.model, loaded.processor, enc.batch, enc.features, Decoding(max_new_tokens=8),
+                     per_prompt=3, generator=generator)
+    assert len(set(sampled.texts)) > 3
+    mixed = all_logprobs(loaded.model, enc.batch, enc.features, sampled, micro_batch=4, temperature=1.0)  # [9, T]
+    for p, (picture, prompt) in enumerate(zip(pictures, prompts)):
+        one = encode_inputs(loaded.model, loaded.processor, [picture], [prompt], loaded.device)
+        rows = [r for r, q in enumerate(sampled.prompt_index) if q == p]
+        alone = Completions(sampled.ids[rows], sampled.mask[rows], (), (0,) * len(rows))
+        torch.testing.assert_close(all_logprobs(loaded.model, one.batch, one.features, alone, 8, 1.0),
+                                   mixed[rows], atol=1e-5, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -90,11 +123,11 @@ def canned(monkeypatch):
     text = ("<think>two shapes</think><answer>[{'Position': [100, 200, 500, 600], 'Confidence': 0.9}, "
             "{'Position': [600, 100, 900, 300], 'Confidence': 0.4}]</answer>")
 
-    def fake(model, processor, images, prompts, device, **_):
-        assert all("Detect all objects belonging to the category 'circle'" in p for p in prompts)  # the training prompt
-        return [gen.Answer(text=text, resized_size=(56, 56)) for _ in images]
+    def fake(model, processor, batch, features, decoding, **_):
+        assert all("Detect all objects belonging to the category 'circle'" in p for p in batch.texts)  # the training prompt
+        return SimpleNamespace(texts=(text,) * batch.size)
 
-    monkeypatch.setattr(gen, "generate_batch", fake)
+    monkeypatch.setattr(rollout, "decode", fake)
     return text
 
 

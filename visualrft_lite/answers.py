@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, Literal
 
+from visualrft_lite.data.records import TASKS
+
 Box = tuple[float, float, float, float]
 """x1, y1, x2, y2."""
 Point = tuple[float, float]
 Coords = Literal["rel1000", "pixel", "resized"]
 COORDS: tuple[str, ...] = ("rel1000", "pixel", "resized")
-TASKS: tuple[str, ...] = ("classify", "detect", "ground", "count", "choice", "point")
 MAX_ITEMS = 100
 """Detection items or points read from one answer at most; the rest are ignored."""
 

@@ -12,7 +12,6 @@ Pure: imports neither torch nor transformers.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from visualrft_lite.data.records import TASKS
-from visualrft_lite.errors import UserError
+from visualrft_lite.errors import UserError, did_you_mean
 from visualrft_lite.rewards import RewardOptions
 
 
@@ -94,15 +93,28 @@ class LoraConfig:
 class DataConfig:
     """Where the records come from. Every source yields the same `Record` type."""
 
-    source: Literal["hub", "folder", "coco", "jsonl", "synthetic"] = "synthetic"
+    source: Literal["hub", "folder", "coco", "jsonl", "synthetic", "flowers102", "oxford_pets", "fgvc_aircraft",
+                    "stanford_cars", "reasonseg"] = "synthetic"
     """hub: Visual-RFT parquet/save_to_disk data; folder: class-per-folder images;
-    coco: COCO/LVIS instance JSON; jsonl: your own records; synthetic: generated shapes."""
+    coco: COCO/LVIS instance JSON; jsonl: your own records; synthetic: generated shapes;
+    flowers102, oxford_pets, fgvc_aircraft, stanford_cars: the official releases (torchvision's
+    layouts, class names and splits); reasonseg: LISA's per-image JSON (or Visual-RFT's lisa_train.json).
+    A path whose contents say otherwise (a parquet folder, an official layout) is read as what it is."""
     path: str = ""
-    """Training data: hub id, parquet file or directory; folder root; COCO json; jsonl file."""
+    """Training data: hub id, parquet file or directory; folder root; COCO json or COCO folder;
+    jsonl file; an official dataset's folder (or its parent; downloaded there with `download`)."""
     eval_path: str | None = None
-    """Held-out data of the same source kind (None: the source's own test split if it has one)."""
+    """Held-out data (None: the source's own test split: test/, val/ or valid/ folders, the
+    official test list, the val json next to a COCO train json)."""
     image_root: str | None = None
-    """COCO/jsonl: directory image file names are relative to (default: next to the json)."""
+    """COCO/jsonl: directory image file names are relative to (default: found next to the json)."""
+    eval_image_root: str | None = None
+    """COCO: images of the eval json (default: derived from its split name, e.g. val2017/)."""
+    label_names: str | None = None
+    """Class folders: a JSON file mapping folder names to class names (default: a
+    cat_to_name.json next to the splits, if any)."""
+    download: bool = False
+    """Official classification sources: download the dataset into data.path when it is missing."""
     task: Literal["classify", "detect", "ground", "count", "choice", "point"] = "classify"
     """Which reward scores the records."""
     shots: int | None = None
@@ -128,7 +140,8 @@ class DataConfig:
     """Keep at most this many records (debugging)."""
 
     def __post_init__(self) -> None:
-        _choice(self.source, "data.source", ("hub", "folder", "coco", "jsonl", "synthetic"))
+        _choice(self.source, "data.source", ("hub", "folder", "coco", "jsonl", "synthetic", "flowers102", "oxford_pets",
+                                             "fgvc_aircraft", "stanford_cars", "reasonseg"))
         _choice(self.task, "data.task", TASKS)
         _check(self.shots is None or self.shots > 0, "data.shots must be > 0 or null")
         _check(self.negatives >= 0, "data.negatives must be >= 0")
@@ -156,9 +169,16 @@ class RolloutConfig:
     """Top-k sampling; 0 = off."""
     repetition_penalty: float = 1.0
     """1.0 = off."""
+    max_batch_rows: int = 64
+    """Completions decoded together at most (all prompts of a step share one batch up to this).
+    The KV cache grows with rows x (prompt + completion tokens): about 28 KB per token per row
+    for Qwen2-VL-2B in bf16 (28 layers x 2 KV heads x 128 x 2 x 2 bytes), so 64 rows of
+    ~1300 tokens take ~2.3 GB. Lower it if the rollout runs out of memory; a step's P x G rows
+    above the cap decode in several rounds."""
 
     def __post_init__(self) -> None:
         _check(self.num_generations >= 2, "rollout.num_generations must be >= 2 (GRPO compares a group)")
+        _check(self.max_batch_rows >= 1, "rollout.max_batch_rows must be >= 1")
         _check(self.max_completion_length > 0, "rollout.max_completion_length must be > 0")
         _check(
             0 <= self.min_completion_length <= self.max_completion_length,
@@ -184,9 +204,30 @@ class GRPOConfig:
     num_iterations: int = 1
     """Updates per rollout; > 1 uses PPO-style ratio clipping."""
     epsilon_low: float = 0.2
-    """Lower clip range of the probability ratio."""
+    """Lower clip range of the token probability ratio."""
     epsilon_high: float = 0.2
-    """Upper clip range of the probability ratio."""
+    """Upper clip range of the token probability ratio; DAPO's clip-higher (Yu et al. 2025) is
+    0.28 with epsilon_low 0.2, leaving room for unlikely tokens to gain probability."""
+    importance_sampling: Literal["token", "sequence"] = "token"
+    """token: one ratio per token (GRPO/PPO); sequence: GSPO's (Zheng et al. 2025) one
+    length-normalised ratio per completion, exp(mean over its tokens of logp − old_logp),
+    clipped with sequence_epsilon_low/high. Matters only off-policy (num_iterations > 1)."""
+    sequence_epsilon_low: float = 3e-4
+    """Lower clip range of the sequence ratio (GSPO paper: 3e-4)."""
+    sequence_epsilon_high: float = 4e-4
+    """Upper clip range of the sequence ratio (GSPO paper: 4e-4)."""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards all tie (no signal) and sample more prompts in their place."""
+    max_sampling_draws: int = 3
+    """dynamic_sampling: rollout rounds per step at most (the first included); if the batch is
+    still short after them, the step trains on the groups it has."""
+    mask_truncated: bool = False
+    """DAPO's overlong filtering: completions that reach rollout.max_completion_length without
+    an end token add no loss (their rewards still count in their group's advantages)."""
+    reward_aggregation: Literal["sum", "normalize_then_sum"] = "sum"
+    """sum: advantages from the weighted sum of the reward components (the paper);
+    normalize_then_sum: each component z-scored within its group first, then summed with
+    reward.weights (GDPO, Liu et al. 2026), so a widely spread component cannot drown a rare one."""
 
     def __post_init__(self) -> None:
         _check(self.beta >= 0, "grpo.beta must be >= 0")
@@ -194,6 +235,17 @@ class GRPOConfig:
         _choice(self.scale_rewards, "grpo.scale_rewards", ("group", "batch", "none"))
         _check(self.num_iterations >= 1, "grpo.num_iterations must be >= 1")
         _check(self.epsilon_low >= 0 and self.epsilon_high >= 0, "grpo.epsilon_low/high must be >= 0")
+        _choice(self.importance_sampling, "grpo.importance_sampling", ("token", "sequence"))
+        _check(0 <= self.sequence_epsilon_low < 1 and self.sequence_epsilon_high >= 0,
+               "need 0 <= grpo.sequence_epsilon_low < 1 and grpo.sequence_epsilon_high >= 0")
+        _check(self.max_sampling_draws >= 1, "grpo.max_sampling_draws must be >= 1")
+        _choice(self.reward_aggregation, "grpo.reward_aggregation", ("sum", "normalize_then_sum"))
+
+    def clip_epsilons(self) -> tuple[float, float]:
+        """(epsilon_low, epsilon_high) for grpo_loss at this importance-sampling level."""
+        if self.importance_sampling == "sequence":
+            return self.sequence_epsilon_low, self.sequence_epsilon_high
+        return self.epsilon_low, self.epsilon_high
 
 
 @dataclass
@@ -232,6 +284,12 @@ class TrainConfig:
     """Learning rate of the supervised warm-up / `vrft-lite sft`."""
     sft_batch_size: int = 4
     """Records per supervised step."""
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    """Also send every metrics.jsonl number and every alert to TensorBoard (run_dir/tensorboard/)
+    or Weights & Biases (`WANDB_MODE=offline` works without an account); needs
+    `pip install 'vrft-lite[tensorboard]'` or `'vrft-lite[wandb]'`."""
+    wandb_project: str = "vrft-lite"
+    """report_to=wandb: the W&B project the run is logged under."""
 
     def __post_init__(self) -> None:
         _check(self.steps >= 0, "train.steps must be >= 0")
@@ -247,6 +305,7 @@ class TrainConfig:
         _check(self.sft_warmup >= 0, "train.sft_warmup must be >= 0")
         _check(self.sft_learning_rate > 0, "train.sft_learning_rate must be > 0")
         _check(self.sft_batch_size >= 1, "train.sft_batch_size must be >= 1")
+        _choice(self.report_to, "train.report_to", ("none", "tensorboard", "wandb"))
 
 
 @dataclass
@@ -272,6 +331,56 @@ class EvalConfig:
         _check(self.heldout >= 0, "eval.heldout must be >= 0")
 
 
+@dataclass
+class AlertsConfig:
+    """Health warnings on each GRPO step's metrics: printed as `warning: ...`, appended to
+    alerts.jsonl and marked on curves.png. A rule warns once when its condition starts and
+    again only after the condition has cleared. A rule whose steps or fraction is 0 is off."""
+
+    enabled: bool = True
+    """Watch the metrics at all."""
+    format_zero_steps: int = 10
+    """Warn when format_rate has been 0 for this many steps in a row."""
+    zero_signal_fraction: float = 1.0
+    """Warn when at least this fraction of the step's groups tie (all rewards equal) ..."""
+    zero_signal_steps: int = 3
+    """... for this many steps in a row."""
+    window: int = 5
+    """Steps averaged for the baseline (the first ones) and the recent mean of the length,
+    entropy and KL rules."""
+    length_collapse_fraction: float = 0.3
+    """Warn when the recent mean completion length falls below this fraction of its baseline."""
+    entropy_collapse_fraction: float = 0.1
+    """Warn when the recent mean token entropy falls below this fraction of its baseline."""
+    kl_jump_factor: float = 5.0
+    """Warn when KL exceeds this multiple of its mean over the previous `window` steps ..."""
+    kl_jump_min: float = 0.1
+    """... and is above this value (a KL near 0 can jump many-fold harmlessly)."""
+    top_answer_fraction: float = 0.9
+    """Warn when at least this fraction of a step's images get the same (majority) answer while
+    their truths differ ..."""
+    top_answer_steps: int = 5
+    """... for this many steps in a row."""
+    low_confidence: float = 0.3
+    """detect: a predicted box below this confidence counts as low-confidence."""
+    low_confidence_fraction: float = 0.5
+    """detect: warn when at least this fraction of predicted boxes are low-confidence ..."""
+    min_boxes_per_completion: float = 3.0
+    """... with at least this many boxes per completion on average ..."""
+    low_confidence_steps: int = 5
+    """... for this many steps in a row."""
+
+    def __post_init__(self) -> None:
+        for name in ("format_zero_steps", "zero_signal_steps", "top_answer_steps", "low_confidence_steps"):
+            _check(getattr(self, name) >= 0, f"alerts.{name} must be >= 0")
+        _check(self.window >= 1, "alerts.window must be >= 1")
+        for name in ("zero_signal_fraction", "length_collapse_fraction", "entropy_collapse_fraction",
+                     "top_answer_fraction", "low_confidence", "low_confidence_fraction"):
+            _check(0 <= getattr(self, name) <= 1, f"alerts.{name} must be in [0, 1]")
+        _check(self.kl_jump_factor >= 0 and self.kl_jump_min >= 0, "alerts.kl_jump_factor/kl_jump_min must be >= 0")
+        _check(self.min_boxes_per_completion >= 0, "alerts.min_boxes_per_completion must be >= 0")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "lora": LoraConfig,
@@ -281,6 +390,7 @@ SECTIONS: dict[str, type] = {
     "reward": RewardOptions,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -298,6 +408,7 @@ class Config:
     reward: RewardOptions = field(default_factory=RewardOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def __post_init__(self) -> None:
         # The box convention is the model's: one setting (model.coords) drives prompts, SFT
@@ -340,8 +451,7 @@ def resolve_preset(name_or_path: str) -> Path:
     candidate = presets_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    near = difflib.get_close_matches(name_or_path, preset_names(), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+    hint = did_you_mean(name_or_path, preset_names(), n=3)
     raise UserError(f"preset {name_or_path!r} not found{hint} (vrft-lite presets list)")
 
 
@@ -408,14 +518,15 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _build_section(cls: type, values: dict[str, Any], section: str, source: str) -> Any:
     if not isinstance(values, dict):
-        raise UserError(f"section {section!r} in {source} must be a mapping of keys, got {values!r}")
+        example = dataclasses.fields(cls)[0].name
+        raise UserError(f"section {section!r} in {source} must be a mapping of keys "
+                        f"(e.g. {section}: {{{example}: ...}}), got {type(values).__name__} {values!r:.60}")
     hints = get_type_hints(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in known:
-            near = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(known)})"
+            hint = did_you_mean(key, known, otherwise=f" (known: {', '.join(known)})")
             raise UserError(f"unknown key {key!r} in section {section!r} of {source}{hint}")
         kwargs[key] = _coerce(value, hints[key], f"{section}.{key} in {source}")
     try:
@@ -428,12 +539,15 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
     """Map a preset's mapping onto the typed sections; unknown keys are errors."""
     unknown = [k for k in data if k not in SECTIONS and k not in ("name", "description")]
     if unknown:
-        near = difflib.get_close_matches(str(unknown[0]), list(SECTIONS), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else f" (sections: {', '.join(SECTIONS)})"
+        hint = did_you_mean(unknown[0], SECTIONS, otherwise=f" (sections: {', '.join(SECTIONS)})")
         raise UserError(f"unknown section {unknown[0]!r} in {source}{hint}")
-    sections = {name: _build_section(cls, data.get(name) or {}, name, source) for name, cls in SECTIONS.items()}
+    # A missing or empty section (`train:`) means its defaults; any other non-mapping is an error.
+    sections = {name: _build_section(cls, {} if data.get(name) is None else data[name], name, source)
+                for name, cls in SECTIONS.items()}
+    name = _coerce(data.get("name") if data.get("name") is not None else "custom", str, f"name in {source}")
+    description = _coerce(data.get("description") or "", str, f"description in {source}")
     try:
-        return Config(name=str(data.get("name", "custom")), description=str(data.get("description", "")), **sections)
+        return Config(name=name, description=description, **sections)
     except ValueError as e:
         raise UserError(f"{source}: {e}") from None
 
@@ -447,8 +561,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise UserError(f"--set expects section.key=value, got {item!r} (e.g. --set train.steps=10)")
         section, _, name = key.strip().partition(".")
         if section not in SECTIONS:
-            near = difflib.get_close_matches(section, list(SECTIONS), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f" (sections: {', '.join(SECTIONS)})"
+            hint = did_you_mean(section, SECTIONS, otherwise=f" (sections: {', '.join(SECTIONS)})")
             raise UserError(f"--set {item}: unknown section {section!r}{hint}")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -457,6 +570,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         data.setdefault(section, {})
         if data[section] is None:
             data[section] = {}
+        if not isinstance(data[section], dict):
+            raise UserError(f"--set {item}: section {section!r} of the preset is {type(data[section]).__name__} "
+                            f"{data[section]!r:.60}, not a mapping of keys; fix that section first")
         data[section][name] = value
     return data
 

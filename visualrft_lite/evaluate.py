@@ -1,6 +1,6 @@
 """`vrft-lite eval`: greedy answers on a held-out split, scored the way the paper reports them.
 
-    generate   batched greedy completions (`generate.generate_batch`), progress bar
+    generate   batched greedy completions (the rollout's decoder with sampling off), progress bar
     score      `score_completions(records, completions)`: pure, no model, so tests feed
                hand-made completions; every number goes through `rewards.score` /
                `rewards.parse_prediction`, so training and evaluation never disagree
@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from visualrft_lite.answers import extract_answer, normalize_label, parse_solution
+from visualrft_lite.data.common import Skip
 from visualrft_lite.data.records import Record
+from visualrft_lite.data.skips import skipped_lines, unreadable, write_skipped
 from visualrft_lite.errors import UserError
 from visualrft_lite.rewards import BOX_TASKS, RewardOptions, box_iou, parse_prediction, score
 
@@ -378,18 +380,6 @@ def default_out_dir(cfg_name: str, adapter: Path | None) -> Path:
     return Path("runs") / f"eval-{cfg_name}{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_out_dir(out: Path, *, force: bool) -> None:
-    """A new or empty directory; --force replaces an earlier eval's files only."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; choose a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"--out {out} is not empty; choose another directory or pass --force to overwrite it")
-        for name in ("predictions.jsonl", "metrics.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def run_eval(
     *,
     preset: str | None = None,
@@ -403,11 +393,14 @@ def run_eval(
     force: bool = False,
     two_stage: bool | None = None,
     quiet: bool = False,
+    allow_mismatch: bool = False,
 ) -> tuple[Evaluation, Path]:
     """Evaluate the base model (or base + adapter) on the eval split; returns the result and --out."""
     from visualrft_lite.data.common import apply_limit
     from visualrft_lite.data.sources import load_records
     from visualrft_lite.generate import inference_config, load_for_inference
+    from visualrft_lite.modeling.load import check_model_available
+    from visualrft_lite.rundir import prepare_output_dir
 
     if preset is None and data is None and adapter is None:
         raise UserError("say what to evaluate on: --preset NAME, --data SOURCE:PATH, or --adapter DIR of a run")
@@ -417,43 +410,33 @@ def run_eval(
     two_stage = cfg.eval.two_stage if two_stage is None else two_stage
     if two_stage and cfg.data.task != "detect":
         raise UserError(f"--two-stage is the detection protocol; data.task is {cfg.data.task}")
-    out = out or default_out_dir(cfg.name, adapter)
-    prepare_out_dir(out, force=force)
-
+    check_model_available(cfg.model.name)  # everything cheap first: model, data, output folder
     loaded_records = load_records(cfg.data, "eval")
-    records = apply_limit(loaded_records.records, limit, cfg.data.seed)
+    records = apply_limit(loaded_records.records, limit, cfg.data.seed)  # as a run's eval.heldout: N picks them
     if not records:
         raise UserError(f"no usable eval records ({loaded_records.summary()}); check data.eval_path / the data section")
+    out = out or default_out_dir(cfg.name, adapter)
+    note = prepare_output_dir(out, kind="eval", force=force, protected=[adapter] if adapter else [])
     say = (lambda *_: None) if quiet else print
+    if note:
+        say(note)
     say(f"evaluating {cfg.model.name}{f' + {adapter}' if adapter else ''} on {len(records)} {cfg.data.task} records"
         f"{f' (of {len(loaded_records.records)})' if len(records) < len(loaded_records.records) else ''}"
         f"{'; two-stage' if two_stage else ''}")
-    loaded = load_for_inference(cfg.model, adapter)
+    loaded = load_for_inference(cfg.model, adapter, allow_mismatch=allow_mismatch)
 
     started = time.time()
-    records, unreadable = _with_sizes(records)
-    if two_stage:
-        presence = _answers(loaded, cfg, records, "presence", quiet=quiet, desc="stage 1 (present?)")
-        asked = [i for i, (text, _) in enumerate(presence) if parse_presence(text) is not False]
-        boxes = _answers(loaded, cfg, [records[i] for i in asked], None, quiet=quiet, desc="stage 2 (boxes)")
-        completions: list[str | None] = [None] * len(records)
-        resized: list[tuple[int, int] | None] = [size for _, size in presence]
-        for i, (text, size) in zip(asked, boxes):
-            completions[i], resized[i] = text, size
-    else:
-        answers = _answers(loaded, cfg, records, None, quiet=quiet, desc="eval")
-        completions = [text for text, _ in answers]
-        resized = [size for _, size in answers]
-    evaluation = score_completions(records, completions, options=cfg.reward, resized_sizes=resized)
-    if two_stage:
-        for row, (text, _) in zip(evaluation.rows, presence):
-            row["presence_completion"] = text
-            row["present"] = parse_presence(text)
+    evaluation, late = evaluate_records(loaded.model, loaded.processor, loaded.device, cfg, records,
+                                        two_stage=two_stage, quiet=quiet)
+    skips = loaded_records.files + late  # left out of both sides of every metric
+    for line in skipped_lines(skips):
+        say(line)
+    write_skipped(out / "skipped.jsonl", skips)
     evaluation.metrics.update({
         "model": cfg.model.name,
         "adapter": str(adapter) if adapter else None,
         "two_stage": two_stage,
-        "skipped": dict(loaded_records.skipped) | ({"unreadable at eval": unreadable} if unreadable else {}),
+        "skipped": dict(loaded_records.skipped) | ({"unreadable at eval": len(late)} if late else {}),
         "max_new_tokens": cfg.eval.max_new_tokens,
         "seconds": round(time.time() - started, 1),
     })
@@ -464,6 +447,14 @@ def run_eval(
     return evaluation, out
 
 
+def heldout_records(cfg: Any, n: int) -> list[Record]:
+    """The records a run's `eval.heldout: n` table scores: what `vrft-lite eval --limit n` scores."""
+    from visualrft_lite.data.common import apply_limit
+    from visualrft_lite.data.sources import load_records
+
+    return apply_limit(load_records(cfg.data, "eval").records, n, cfg.data.seed)
+
+
 def write_outputs(evaluation: Evaluation, out: Path) -> None:
     with (out / "predictions.jsonl").open("w") as f:
         for row in evaluation.rows:
@@ -471,53 +462,90 @@ def write_outputs(evaluation: Evaluation, out: Path) -> None:
     (out / "metrics.json").write_text(json.dumps(evaluation.metrics, indent=2) + "\n")
 
 
-def _with_sizes(records: list[Record]) -> tuple[list[Record], int]:
-    """Records with image_size filled in (box tasks need it); unreadable images dropped and counted."""
+def evaluate_records(model: Any, processor: Any, device: Any, cfg: Any, records: Sequence[Record], *,
+                     two_stage: bool = False, quiet: bool = True,
+                     desc: str = "eval") -> tuple[Evaluation, list[Skip]]:
+    """Greedy answers for `records`, scored: the one evaluator of `vrft-lite eval` and a run's held-out table.
+
+    Records whose image cannot be read (or that the processor refuses) are left out of both
+    sides of every metric and returned with their reason.
+    """
+    records, unusable = _with_sizes(list(records))
+    if two_stage:
+        presence = answer_records(model, processor, device, cfg, records, "presence", quiet=quiet,
+                                  desc="stage 1 (present?)")
+        unusable += [(records[i], err) for i, (_, _, err) in enumerate(presence) if err]
+        kept = [i for i, (_, _, err) in enumerate(presence) if not err]
+        records, presence = [records[i] for i in kept], [presence[i] for i in kept]
+        asked = [i for i, (text, _, _) in enumerate(presence) if parse_presence(text) is not False]
+        boxes = answer_records(model, processor, device, cfg, [records[i] for i in asked], None, quiet=quiet,
+                               desc="stage 2 (boxes)")
+        completions: list[str | None] = [None] * len(records)
+        resized: list[tuple[int, int] | None] = [size for _, size, _ in presence]
+        for i, (text, size, err) in zip(asked, boxes):
+            completions[i], resized[i] = (text, size) if not err else ("", resized[i])
+    else:
+        answers = answer_records(model, processor, device, cfg, records, None, quiet=quiet, desc=desc)
+        unusable += [(records[i], err) for i, (_, _, err) in enumerate(answers) if err]
+        kept = [i for i, (_, _, err) in enumerate(answers) if not err]
+        records = [records[i] for i in kept]
+        completions = [answers[i][0] for i in kept]
+        resized = [answers[i][1] for i in kept]
+    if not records:
+        raise UserError(f"no eval image could be read ({len(unusable)} unreadable, e.g. {unusable[0][1]})"
+                        if unusable else "no records to evaluate; check the data section (and --limit)")
+    evaluation = score_completions(records, completions, options=cfg.reward, resized_sizes=resized)
+    if two_stage:
+        for row, (text, _, _) in zip(evaluation.rows, presence):
+            row["presence_completion"] = text
+            row["present"] = parse_presence(text)
+    return evaluation, [unreadable(rec, why, "eval-step") for rec, why in unusable]
+
+
+def _with_sizes(records: list[Record]) -> tuple[list[Record], list[tuple[Record, str]]]:
+    """Records with image_size filled in (box tasks need it); unreadable images set aside with the reason."""
     from visualrft_lite.data.images import ImageLoadError, probe_image
 
-    kept, dropped = [], 0
+    kept, dropped = [], []
     for rec in records:
         if rec.image_size is None:
             try:
                 rec = dataclasses.replace(rec, image_size=probe_image(rec.image))
-            except ImageLoadError:
-                dropped += 1
+            except ImageLoadError as e:
+                dropped.append((rec, str(e)))
                 continue
         kept.append(rec)
     return kept, dropped
 
 
-def _answers(loaded: Any, cfg: Any, records: list[Record], template: str | None, *, quiet: bool,
-             desc: str) -> list[tuple[str, tuple[int, int] | None]]:
-    """Greedy (completion, resized size) per record, in batches of eval.batch_size.
+def answer_records(model: Any, processor: Any, device: Any, cfg: Any, records: Sequence[Record],
+                   template: str | None, *, quiet: bool,
+                   desc: str) -> list[tuple[str, tuple[int, int] | None, str | None]]:
+    """Greedy (completion, resized size, error) per record, eval.batch_size prompts decoded together.
 
-    An image that fails to decode here (it passed the load-time probe) gets an empty
-    completion: it scores 0, as a wrong answer would, and is counted in the format rate.
+    Decoding is the rollout's decoder with sampling off, every parameter explicit
+    (`Decoding.greedy_search(eval.max_new_tokens)`); an image that cannot be read gets
+    ("", None, reason).
     """
     from tqdm import tqdm
 
-    from visualrft_lite.data.images import ImageLoadError, load_image
-    from visualrft_lite.generate import generate_batch
     from visualrft_lite.prompts import render_prompt
+    from visualrft_lite.rollout import Decoding, decode, encode_inputs
 
-    out: list[tuple[str, tuple[int, int] | None]] = []
+    decoding = Decoding.greedy_search(cfg.eval.max_new_tokens)
+    out: list[tuple[str, tuple[int, int] | None, str | None]] = []
     batch = cfg.eval.batch_size
     with tqdm(total=len(records), desc=desc, disable=quiet, unit="img") as bar:
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
-            images, prompts, where = [], [], []
-            for k, rec in enumerate(chunk):
-                try:
-                    images.append(load_image(rec.image))
-                except ImageLoadError:
-                    continue
-                prompts.append(render_prompt(rec, template or cfg.data.prompt, coords=cfg.model.coords))
-                where.append(k)
-            answers = generate_batch(loaded.model, loaded.processor, images, prompts, loaded.device,
-                                     max_new_tokens=cfg.eval.max_new_tokens)
-            done: list[tuple[str, tuple[int, int] | None]] = [("", None)] * len(chunk)
-            for k, answer in zip(where, answers):
-                done[k] = (answer.text, answer.resized_size)
+            prompts = [render_prompt(rec, template or cfg.data.prompt, coords=cfg.model.coords) for rec in chunk]
+            enc = encode_inputs(model, processor, [rec.image for rec in chunk], prompts, device)
+            done: list[tuple[str, tuple[int, int] | None, str | None]] = [
+                ("", None, enc.failed.get(k)) for k in range(len(chunk))]
+            if enc.batch is not None:
+                answers = decode(model, processor, enc.batch, enc.features, decoding)
+                for row, k in enumerate(enc.kept):
+                    done[k] = (answers.texts[row], enc.batch.resized_sizes[row], None)
             out.extend(done)
             bar.update(len(chunk))
     return out

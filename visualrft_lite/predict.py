@@ -4,7 +4,7 @@
     images   each one decoded up front; an unreadable one is reported and skipped
     prompt   the task's training prompt (`prompts.render_prompt`, the run's data.prompt
              and classification nouns when the adapter's run config is found)
-    answer   batched greedy generation (`generate.generate_batch`), or `sample=True`
+    answer   the rollout's decoder, greedy (a batch of eval.batch_size images at once) or --sample
     parse    `rewards.parse_prediction`: the reward's own reading of the answer, in pixels
              of the original image
     output   reasoning + parsed answer per image, or one JSON object per line; drawings
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import sys
@@ -27,7 +26,7 @@ from visualrft_lite.answers import extract_answer
 from visualrft_lite.config import Config
 from visualrft_lite.data.images import ImageLoadError, load_image
 from visualrft_lite.data.records import TASKS, Record
-from visualrft_lite.errors import UserError
+from visualrft_lite.errors import UserError, did_you_mean
 from visualrft_lite.evaluate import parsed_json
 from visualrft_lite.prompts import render_prompt
 from visualrft_lite.rewards import parse_prediction
@@ -53,9 +52,8 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            near = difflib.get_close_matches(self.task, TASKS, n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise UserError(f"unknown task {self.task!r}; {hint}(choose one of {', '.join(TASKS)})")
+            hint = did_you_mean(self.task, TASKS)
+            raise UserError(f"unknown task {self.task!r}{hint} (choose one of {', '.join(TASKS)})")
         if self.task == "detect" and not (self.category and self.category.strip()):
             raise UserError("--task detect needs --category NAME, e.g. --category bus")
         if self.task in NEEDS_QUERY and not (self.query and self.query.strip()):
@@ -185,6 +183,7 @@ def predict(
     sample: bool = False,
     seed: int = 0,
     max_new_tokens: int | None = None,
+    allow_mismatch: bool = False,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> list[ImageResult]:
@@ -196,7 +195,9 @@ def predict(
     import torch
 
     from visualrft_lite.draw import draw_answer, drawing_paths
-    from visualrft_lite.generate import generate_batch, inference_config, load_for_inference
+    from visualrft_lite.generate import inference_config, load_for_inference
+    from visualrft_lite.modeling.load import check_model_available
+    from visualrft_lite.rollout import Decoding, decode, encode_inputs
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -208,10 +209,11 @@ def predict(
         more = f" (and {len(results) - 1} more unreadable)" if len(results) > 1 else ""
         raise UserError(f"{first}{more}")
     cfg = inference_config(preset=preset, overrides=overrides, adapter=adapter, model=model)
+    check_model_available(cfg.model.name)  # one line in seconds, before anything slow
     draw_to = drawing_paths(draw, list(images)) if draw is not None else None
     if draw is not None and not draw.is_dir():
         draw.parent.mkdir(parents=True, exist_ok=True)
-    loaded = load_for_inference(cfg.model, adapter)
+    loaded = load_for_inference(cfg.model, adapter, allow_mismatch=allow_mismatch)
     generator = torch.Generator(device=loaded.device)
     generator.manual_seed(seed)
     tokens = max_new_tokens or cfg.eval.max_new_tokens
@@ -232,20 +234,24 @@ def predict(
 
     todo = sorted(decoded)
     batch = cfg.eval.batch_size
+    decoding = Decoding.sampling(cfg.rollout, tokens) if sample else Decoding.greedy_search(tokens)
     emit_ready()
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
         prompts = [prompt_text(prompt_record(images[i], spec, cfg), spec, cfg) for i in chunk]
-        answers = generate_batch(loaded.model, loaded.processor, [decoded[i] for i in chunk], prompts, loaded.device,
-                                 max_new_tokens=tokens, sample=sample, rollout=cfg.rollout, generator=generator)
-        for i, answer in zip(chunk, answers):
-            r = results[i]
-            r.parsed = parse_prediction(spec.task, answer.text, image_size=decoded[i].size,
-                                        resized_size=answer.resized_size, options=cfg.reward)
-            r.completion = answer.text
-            if draw_to is not None:
-                label = spec.category if spec.task == "detect" else spec.query
-                draw_answer(decoded[i], spec.task, r.parsed, label=label).save(draw_to[i])
-                r.drawing = draw_to[i]
+        enc = encode_inputs(loaded.model, loaded.processor, [decoded[i] for i in chunk], prompts, loaded.device)
+        for k, reason in enc.failed.items():
+            results[chunk[k]].error = f"{images[chunk[k]]}: {reason}"
+        if enc.batch is not None:
+            answers = decode(loaded.model, loaded.processor, enc.batch, enc.features, decoding, generator=generator)
+            for row, k in enumerate(enc.kept):
+                i, r = chunk[k], results[chunk[k]]
+                r.parsed = parse_prediction(spec.task, answers.texts[row], image_size=decoded[i].size,
+                                            resized_size=enc.batch.resized_sizes[row], options=cfg.reward)
+                r.completion = answers.texts[row]
+                if draw_to is not None:
+                    label = spec.category if spec.task == "detect" else spec.query
+                    draw_answer(decoded[i], spec.task, r.parsed, label=label).save(draw_to[i])
+                    r.drawing = draw_to[i]
         emit_ready()
     return results

@@ -20,7 +20,6 @@ reward; grounding is IoU in [0, 1], not GIoU + 1 with a string-match bonus.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ from visualrft_lite.answers import (
     parse_points,
     parse_solution,
 )
+from visualrft_lite.errors import did_you_mean
 
 COMPONENTS: dict[str, tuple[str, ...]] = {
     "classify": ("accuracy",),
@@ -113,8 +113,7 @@ class RewardOptions:
         weights = {}
         for name, weight in self.weights.items():
             if name not in ALL_COMPONENTS:
-                near = difflib.get_close_matches(str(name), ALL_COMPONENTS, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else f" (components: {', '.join(ALL_COMPONENTS)})"
+                hint = did_you_mean(name, ALL_COMPONENTS, otherwise=f" (components: {', '.join(ALL_COMPONENTS)})")
                 raise ValueError(f"reward.weights: unknown component {name!r}{hint}")
             weights[name] = _number(weight, f"weights.{name}")
             if not 0.0 <= weights[name] <= 1000.0:  # bounded so that total can never overflow
@@ -128,8 +127,7 @@ class RewardOptions:
         known = [f.name for f in fields(cls)]
         for key in values:
             if key not in known:
-                near = difflib.get_close_matches(str(key), known, n=1)
-                hint = f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(known)})"
+                hint = did_you_mean(key, known, otherwise=f" (known: {', '.join(known)})")
                 raise ValueError(f"unknown key {key!r} in {where}{hint}")
         try:
             return cls(**values)

@@ -1,13 +1,22 @@
-"""Sampling a group of G completions for one prompt.
+"""The decoder: completions for a batch of prompts, sampled (rollouts) or greedy (eval, predict).
 
-An explicit decode loop rather than `generate()`: every sampling parameter comes from the
-run's config (the checkpoint's generation_config.json, near-greedy for Qwen2-VL, cannot
-leak in), vision placeholder tokens are never sampled, and the prompt (image included) is
-prefilled once and its KV cache shared by the G samples.
+An explicit decode loop rather than `generate()`: every decoding parameter is a field of
+`Decoding` (the checkpoint's generation_config.json, near-greedy for Qwen2-VL, cannot leak
+in), vision placeholder tokens and ids past the tokenizer are never picked, and each prompt
+(image included) is prefilled once, its KV cache repeated for its n completions.
+
+All prompts of a call decode together as one batch of P×n rows (left-padded prompts, one
+M-RoPE position per row, an attention mask that grows by one column a step), at most
+`max_rows` rows at a time: prompts are split into chunks of max_rows // n.
+
+Seed policy: one torch.Generator, rows drawn in batch order at each step. A row's
+distribution (its logits given its prefix) is the same whichever prompts share its batch;
+the tokens a given seed produces depend on the batch. Greedy decoding is the same tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +26,66 @@ from visualrft_lite.config import RolloutConfig
 from visualrft_lite.modeling import ops
 
 
-@dataclass
-class Group:
-    """G sampled completions of one prompt."""
+@dataclass(frozen=True)
+class Decoding:
+    """Every decoding parameter, explicit."""
 
-    completion_ids: torch.Tensor  # [G, T] right-padded with pad_id after the first EOS
-    completion_mask: torch.Tensor  # [G, T] 1 up to and including the first EOS
-    texts: list[str]  # decoded completions (special tokens dropped)
+    max_new_tokens: int
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    min_new_tokens: int = 0
+
+    @classmethod
+    def sampling(cls, cfg: RolloutConfig, max_new_tokens: int | None = None) -> Decoding:
+        """The rollout's sampler, as configured."""
+        return cls(max_new_tokens=max_new_tokens or cfg.max_completion_length, temperature=cfg.temperature,
+                   top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty,
+                   min_new_tokens=cfg.min_completion_length)
+
+    @classmethod
+    def greedy_search(cls, max_new_tokens: int) -> Decoding:
+        """Greedy: the sampler with sampling off (argmax, no penalty, no minimum length)."""
+        return cls(max_new_tokens=max_new_tokens, greedy=True)
+
+
+@dataclass(frozen=True)
+class Completions:
+    """n completions of each of P prompts, row r answering prompt `prompt_index[r]`."""
+
+    ids: torch.Tensor  # [N, T] right-padded with the pad id after the first EOS
+    mask: torch.Tensor  # [N, T] 1 up to and including the first EOS
+    texts: tuple[str, ...]  # decoded completions (special tokens dropped)
+    prompt_index: tuple[int, ...]  # [N] the prompt each row answers
 
     @property
     def lengths(self) -> torch.Tensor:
-        return self.completion_mask.sum(1)  # [G]
+        return self.mask.sum(1)  # [N]
+
+    @property
+    def size(self) -> int:
+        return self.ids.shape[0]
+
+    def for_prompts(self, prompts: Sequence[int]) -> Completions:
+        """The rows of `prompts` (in that order), renumbered 0, 1, ..."""
+        rows = [r for p in prompts for r, q in enumerate(self.prompt_index) if q == p]
+        index = {p: k for k, p in enumerate(prompts)}
+        return Completions(self.ids[rows], self.mask[rows], tuple(self.texts[r] for r in rows),
+                           tuple(index[self.prompt_index[r]] for r in rows))
+
+
+def concat_completions(parts: Sequence[Completions], prompts_per_part: Sequence[int], pad: int) -> Completions:
+    """Completions of consecutive prompt sets as one; prompt numbers continue across parts."""
+    T = max(c.ids.shape[1] for c in parts)
+    offsets = [sum(prompts_per_part[:k]) for k in range(len(parts))]
+    return Completions(
+        ids=torch.cat([torch.nn.functional.pad(c.ids, (0, T - c.ids.shape[1]), value=pad) for c in parts]),
+        mask=torch.cat([torch.nn.functional.pad(c.mask, (0, T - c.mask.shape[1])) for c in parts]),
+        texts=tuple(t for c in parts for t in c.texts),
+        prompt_index=tuple(p + off for c, off in zip(parts, offsets) for p in c.prompt_index),
+    )
 
 
 def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Tensor:
@@ -37,97 +95,124 @@ def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Te
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # [B, V]
-        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
         # drop a token when the mass before it already reaches top_p (the first always stays)
-        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
 
 
-def next_tokens(
-    logits: torch.Tensor,
-    cfg: RolloutConfig,
-    *,
-    step: int,
-    generated: torch.Tensor | None,
-    eos_ids: list[int],
-    suppress_ids: list[int],
-    greedy: bool,
-    generator: torch.Generator | None,
-    vocab_size: int | None = None,
-) -> torch.Tensor:
-    """Pick one token per row from [B, V] logits -> [B]; ids >= vocab_size are never picked."""
-    logits = logits.float()
-    banned = suppress_ids + (eos_ids if step < cfg.min_completion_length else [])
+def next_tokens(logits: torch.Tensor, decoding: Decoding, *, step: int, generated: torch.Tensor,
+                tokens: ops.SpecialTokens, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row from [B, V] logits -> [B]."""
+    logits = logits.float().clone()  # [B, V]
+    banned = list(tokens.never_sampled) + (list(tokens.eos) if step < decoding.min_new_tokens else [])
     if banned:
-        logits = logits.index_fill(1, torch.tensor(banned, device=logits.device), float("-inf"))  # a copy
-    if vocab_size is not None and vocab_size < logits.shape[1]:
-        # embedding rows past the tokenizer (padding to a round size) decode to nothing
-        logits = logits.clone() if not banned else logits
-        logits[:, vocab_size:] = float("-inf")
-    if cfg.repetition_penalty != 1.0 and generated is not None and generated.numel():
+        logits[:, banned] = float("-inf")
+    logits[:, tokens.vocab_size:] = float("-inf")  # embedding rows past the tokenizer
+    if decoding.repetition_penalty != 1.0 and generated.numel():
         seen = torch.gather(logits, 1, generated)
-        seen = torch.where(seen > 0, seen / cfg.repetition_penalty, seen * cfg.repetition_penalty)
+        seen = torch.where(seen > 0, seen / decoding.repetition_penalty, seen * decoding.repetition_penalty)
         logits = logits.scatter(1, generated, seen)
-    if greedy:
+    if decoding.greedy:
         return logits.argmax(-1)
-    logits = filter_logits(logits / cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
-    probs = torch.softmax(logits, dim=-1)  # [B, V]
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
-@torch.no_grad()
-def sample_group(
-    model: Any,
-    processor: Any,
-    prompt: ops.PromptInputs,
-    embeds: torch.Tensor,
-    cfg: RolloutConfig,
-    *,
-    num: int | None = None,
-    greedy: bool = False,
-    max_new_tokens: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Group:
-    """Sample `num` (default G) completions of one prompt, prefilling it once."""
-    num = num or cfg.num_generations
-    max_new = max_new_tokens or cfg.max_completion_length
-    eos_ids, suppress_ids, pad_id = ops.special_token_ids(processor)
-    device = prompt.input_ids.device
-    eos = torch.tensor(eos_ids, device=device)
-
-    was_training = model.training
-    model.eval()  # no dropout while sampling
-    try:
-        logits, cache = ops.prefill(model, prompt, embeds)  # [1, V]
-        cache.batch_repeat_interleave(num)
-        logits = logits.expand(num, -1)  # [G, V]
-        tokens = torch.empty(num, 0, dtype=torch.long, device=device)  # [G, t]
-        done = torch.zeros(num, dtype=torch.bool, device=device)  # [G]
-        for step in range(max_new):
-            nxt = next_tokens(logits, cfg, step=step, generated=tokens, eos_ids=eos_ids, suppress_ids=suppress_ids,
-                              greedy=greedy, generator=generator, vocab_size=len(processor.tokenizer))  # [G]
-            nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            done = done | torch.isin(nxt, eos)
-            if bool(done.all()) or step == max_new - 1:
-                break
-            positions = ops.text_positions(prompt.length + step, 1, prompt.rope_delta, num, device)  # [3, G, 1]
-            logits = ops.decode(model, nxt[:, None], positions, cache)  # [G, V]
-    finally:
-        model.train(was_training)
-
-    mask = completion_mask(tokens, eos)
-    texts = processor.tokenizer.batch_decode(
-        [row[: int(n)] for row, n in zip(tokens, mask.sum(1))], skip_special_tokens=True
-    )
-    return Group(completion_ids=tokens, completion_mask=mask, texts=texts)
+    logits = filter_logits(logits / decoding.temperature, top_k=decoding.top_k, top_p=decoding.top_p)
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
 
 def completion_mask(tokens: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
-    """[G, T] -> 1 for tokens up to and including the first EOS (all, if no EOS)."""
-    is_eos = torch.isin(tokens, eos)  # [G, T]
+    """[N, T] -> 1 for tokens up to and including the first EOS (all, if no EOS)."""
+    is_eos = torch.isin(tokens, eos)  # [N, T]
     # count of EOS strictly before each position; a token is kept while that count is 0
     before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return (before == 0).long()
+
+
+@torch.no_grad()
+def decode(model: Any, processor: Any, batch: ops.PromptBatch, features: ops.VisionFeatures, decoding: Decoding,
+           *, per_prompt: int = 1, generator: torch.Generator | None = None,
+           max_rows: int | None = None) -> Completions:
+    """`per_prompt` completions of every prompt of `batch`, at most `max_rows` rows at a time."""
+    tokens = ops.special_tokens(processor)
+    prompts_per_chunk = max(1, (max_rows or batch.size * per_prompt) // per_prompt)
+    parts = []
+    with ops.eval_mode(model):
+        for start in range(0, batch.size, prompts_per_chunk):
+            index = list(range(start, min(start + prompts_per_chunk, batch.size)))
+            sub = batch if len(index) == batch.size else batch.select(index)
+            parts.append(_decode_chunk(model, sub, features.select(index), decoding, per_prompt, generator, tokens))
+    T = max(ids.shape[1] for ids in parts)
+    ids = torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1]), value=tokens.pad) for p in parts])  # [N, T]
+    mask = completion_mask(ids, torch.tensor(tokens.eos, device=ids.device))
+    texts = ops.detokenize(processor, [row[: int(n)] for row, n in zip(ids, mask.sum(1))])
+    index = tuple(p for p in range(batch.size) for _ in range(per_prompt))
+    return Completions(ids=ids, mask=mask, texts=tuple(texts), prompt_index=index)
+
+
+def _decode_chunk(model: Any, batch: ops.PromptBatch, features: ops.VisionFeatures, decoding: Decoding,
+                  per_prompt: int, generator: torch.Generator | None, tokens: ops.SpecialTokens) -> torch.Tensor:
+    """Token ids [P*n, t] for one chunk of prompts (t <= max_new_tokens)."""
+    logits, cache = ops.prefill(model, batch, features)  # [P, V]
+    ops.repeat_cache(cache, per_prompt)
+    logits = logits.repeat_interleave(per_prompt, dim=0)  # [N, V]
+    rows = logits.shape[0]
+    device = logits.device
+    mask = batch.attention_mask.repeat_interleave(per_prompt, dim=0)  # [N, L], grows a column a step
+    start = batch.next_position.repeat_interleave(per_prompt)  # [N]
+    padded = not bool(mask.all())
+    eos = torch.tensor(tokens.eos, device=device)
+    out = torch.empty(rows, 0, dtype=torch.long, device=device)  # [N, t]
+    done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
+    for step in range(decoding.max_new_tokens):
+        nxt = next_tokens(logits, decoding, step=step, generated=out, tokens=tokens, generator=generator)  # [N]
+        nxt = torch.where(done, torch.full_like(nxt, tokens.pad), nxt)
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        done = done | torch.isin(nxt, eos)
+        if step == decoding.max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)  # [N, L + step + 1]
+        positions = ops.text_positions(start + step, 1)  # [3, N, 1]
+        logits = ops.decode(model, nxt[:, None], positions, mask if padded else None, cache)  # [N, V]
+    return out
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """The prompts that could be encoded, their image features, and why the others could not."""
+
+    batch: ops.PromptBatch | None  # None when nothing could be encoded
+    features: ops.VisionFeatures | None
+    kept: tuple[int, ...]  # input positions behind the batch's rows
+    images: tuple[Any, ...]  # the decoded images of the kept inputs (PIL)
+    failed: dict[int, str]  # input position -> one-line reason
+
+
+def encode_inputs(model: Any, processor: Any, images: Sequence[Any], prompts: Sequence[str],
+                  device: torch.device) -> Encoded:
+    """Load each image (path, bytes or PIL), apply the chat template, encode, compute features once.
+
+    An image that cannot be read, or that the processor refuses (e.g. an extreme aspect
+    ratio), is reported in `failed` and the others go on.
+    """
+    from visualrft_lite.data.images import ImageLoadError, load_image
+
+    encoded, kept, decoded, failed = [], [], [], {}
+    for i, (src, prompt) in enumerate(zip(images, prompts)):
+        try:
+            image = load_image(src)
+            encoded.append(ops.encode_prompt(processor, image, prompt))
+        except ImageLoadError as e:
+            failed[i] = str(e)
+            continue
+        except ValueError as e:  # the processor's resize refuses the image
+            failed[i] = f"image refused by the processor: {str(e).splitlines()[0]}"
+            continue
+        kept.append(i)
+        decoded.append(image)
+    if not encoded:
+        return Encoded(None, None, (), (), failed)
+    batch = ops.pad_prompts(model, encoded, ops.special_tokens(processor).pad, device)
+    with torch.no_grad():
+        features = ops.image_features(model, batch)
+    return Encoded(batch, features, tuple(kept), tuple(decoded), failed)
