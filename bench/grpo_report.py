@@ -4,9 +4,10 @@ No torch, no transformers: `tests/test_bench.py` checks these in milliseconds. T
 is `grpo_systems.py` (one system in one process); `grpo_step.py` runs it and prints this table.
 
 Decode speed against the memory-bandwidth bound: one decode step of the batch (one new token for
-each of the G completions) must read every weight the language model uses once, so a GPU of
-bandwidth W bytes/s can do at most W / bytes_per_step decode steps per second. The fraction we
-report is measured decode steps/s over that bound. Example (the test's): 1.5e9 parameters at
+each of the rows decoded together, P×G when all P prompts' completions share the batch) must read
+every weight the language model uses once, so a GPU of bandwidth W bytes/s can do at most
+W / bytes_per_step decode steps per second. The fraction we report is measured decode steps/s
+over that bound. Example (the test's): 1.5e9 parameters at
 0.5 bytes (NF4) = 0.75 GB per step; at 3.35 TB/s the bound is 4467 steps/s (0.224 ms each), so
 100 steps/s is 0.0224 of it. The KV cache the step also reads is left out (it grows with the
 sequence; for Qwen2-VL-2B it is 28 KB per token per completion).
@@ -92,13 +93,14 @@ def results_path(out_dir: Path, device_name: str, date: str) -> Path:
 
 @dataclass
 class Result:
-    """What one worker process measured for one (system, model, G, micro-batch, image)."""
+    """What one worker process measured for one (system, model, prompts, G, micro-batch, image)."""
 
     system: str
     model: str
     G: int
     micro_batch: int
     image: str
+    prompts: int = 1  # P: prompts per optimizer step, each with G completions
     status: str = "ok"  # ok | oom (out of GPU memory: a finding) | failed (the harness broke) | skipped
     note: str = ""
     device: str = "cpu"
@@ -112,6 +114,10 @@ class Result:
     policy_s: list[float] = field(default_factory=list)
     optimizer_s: list[float] = field(default_factory=list)
     completion_tokens: list[int] = field(default_factory=list)
+    # vrft-lite only: the same rollout phase with one prompt decoded at a time
+    # (rollout.max_batch_rows = G), timed after each step on that step's prompts
+    per_prompt_rollout_s: list[float] = field(default_factory=list)
+    decode_rows: int | None = None  # completions decoded together (default P×G)
     decode_weight_bytes: float | None = None
     bandwidth: float | None = None
     prompt_tokens: int | None = None
@@ -128,15 +134,42 @@ class Result:
         return mean(n / max(t, 1e-9) for n, t in zip(self.completion_tokens, self.rollout_s))
 
     def decode_fraction(self) -> float | None:
-        """Rollout decode steps/s (completion tokens / G / rollout seconds) over the bandwidth bound.
+        """Rollout decode steps/s (completion tokens / rows decoded together / rollout seconds) over
+        the bandwidth bound.
 
-        The rollout time also holds the prompt's prefill, the vision tower and the reward, so this
+        The rollout time also holds the prompts' prefill, the vision tower and the reward, so this
         slightly understates the decode loop's own speed.
         """
         tps = self.rollout_tokens_per_s()
         if tps is None or not self.decode_weight_bytes or not self.bandwidth:
             return None
-        return bound_fraction(tps / self.G, self.decode_weight_bytes, self.bandwidth)
+        rows = self.decode_rows or self.prompts * self.G
+        return bound_fraction(tps / rows, self.decode_weight_bytes, self.bandwidth)
+
+    def batched_speedup(self) -> float | None:
+        """Per-prompt rollout seconds over batched rollout seconds (means); None when not measured."""
+        if not self.per_prompt_rollout_s or not self.rollout_s:
+            return None
+        return mean(self.per_prompt_rollout_s) / max(mean(self.rollout_s), 1e-9)
+
+    def summary(self) -> dict[str, Any]:
+        """The row as one flat JSON-ready dict: the table's columns as numbers (means; None if absent)."""
+
+        def avg(values: list[float]) -> float | None:
+            return mean(values) if values else None
+
+        return {
+            "system": self.system, "model": self.model, "prompts": self.prompts, "G": self.G,
+            "micro_batch": self.micro_batch, "image": self.image, "status": self.status, "note": self.note,
+            "device": self.device, "memory_kind": self.memory_kind, "peak_allocated_gb": self.peak_allocated_gb,
+            "peak_reserved_gb": self.peak_reserved_gb, "after_load_gb": self.after_load_gb,
+            "steps": len(self.step_s), "s_per_step": avg(self.step_s), "rollout_s": avg(self.rollout_s),
+            "reference_s": avg(self.reference_s), "policy_s": avg(self.policy_s),
+            "optimizer_s": avg(self.optimizer_s), "completion_tokens": avg(self.completion_tokens),
+            "rollout_tokens_per_s": self.rollout_tokens_per_s(), "decode_bound_fraction": self.decode_fraction(),
+            "per_prompt_rollout_s": avg(self.per_prompt_rollout_s), "batched_speedup": self.batched_speedup(),
+            "prompt_tokens": self.prompt_tokens, "image_tokens": self.image_tokens,
+        }
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -159,6 +192,10 @@ def fmt_rate(x: float | None) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
 
+def fmt_speedup(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
 def fmt_fraction(x: float | None) -> str:
     if x is None:
         return "–"
@@ -166,14 +203,14 @@ def fmt_fraction(x: float | None) -> str:
     return f"{pct:.1f}%" if pct >= 0.1 else f"{pct:.2g}%"
 
 
-COLUMNS = ["system", "model", "G", "micro-batch", "image", "peak alloc GB", "peak reserved GB", "after load GB",
-           "s/step", "rollout s", "reference s", "policy fwd-bwd s", "optimizer s", "rollout tok/s",
-           "decode / BW bound", "note"]
+COLUMNS = ["system", "model", "prompts", "G", "micro-batch", "image", "peak alloc GB", "peak reserved GB",
+           "after load GB", "s/step", "rollout s", "reference s", "policy fwd-bwd s", "optimizer s", "rollout tok/s",
+           "decode / BW bound", "per-prompt rollout s", "batched speed-up", "note"]
 
 
 def table_row(r: Result) -> list[str]:
     label = SYSTEM_LABELS.get(r.system, r.system)
-    head = [label, r.model, str(r.G), str(r.micro_batch), r.image]
+    head = [label, r.model, str(r.prompts), str(r.G), str(r.micro_batch), r.image]
     if r.status != "ok":
         return head + ["–"] * (len(COLUMNS) - len(head) - 1) + [r.note]
     if r.memory_kind == "rss":
@@ -185,7 +222,8 @@ def table_row(r: Result) -> list[str]:
         decode = "? (GPU not in the bandwidth table)"
     return head + memory + [
         fmt_seconds(r.step_s), fmt_seconds(r.rollout_s), fmt_seconds(r.reference_s), fmt_seconds(r.policy_s),
-        fmt_seconds(r.optimizer_s), fmt_rate(r.rollout_tokens_per_s()), decode, r.note,
+        fmt_seconds(r.optimizer_s), fmt_rate(r.rollout_tokens_per_s()), decode, fmt_seconds(r.per_prompt_rollout_s),
+        fmt_speedup(r.batched_speedup()), r.note,
     ]
 
 
@@ -220,4 +258,23 @@ def notes(results: list[Result]) -> list[str]:
     for image in sorted({(r.model, r.image, r.prompt_tokens, r.image_tokens) for r in ok if r.prompt_tokens},
                         key=str):
         out.append(f"{image[0]}, image {image[1]}: prompt {image[2]} tokens of which {image[3]} image tokens")
+    out += token_notes(ok)
     return out
+
+
+def tokens_per_completion(r: Result) -> float | None:
+    """Mean completion tokens per sampled completion (P×G completions a step)."""
+    if not r.completion_tokens:
+        return None
+    return mean(r.completion_tokens) / (r.prompts * r.G)
+
+
+def token_notes(results: list[Result]) -> list[str]:
+    """Whether every row sampled the same completion length: the rows are comparable only if so."""
+    lengths = [(r, tokens_per_completion(r)) for r in results if r.completion_tokens]
+    if not lengths:
+        return []
+    if len({n for _, n in lengths}) == 1:
+        return [f"every row sampled {lengths[0][1]:g} tokens per completion"]
+    return [f"{SYSTEM_LABELS.get(r.system, r.system)}, {r.model}, P {r.prompts}, G {r.G}: {n:g} tokens per "
+            f"completion" for r, n in lengths]

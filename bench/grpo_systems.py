@@ -1,23 +1,30 @@
 """The measuring half of the GRPO-step benchmark: one system, one setting, in this process.
 
-`grpo_step.py` starts this file once per (system, model, G, micro-batch, image), so each process's
-peak memory is its own system's. Two verbs:
+`grpo_step.py` starts this file once per (system, model, prompts, G, micro-batch, image), so each
+process's peak memory is its own system's. Two verbs:
 
     python bench/grpo_systems.py build --size 2b            # random-weight real-shape checkpoint (cached)
     python bench/grpo_systems.py run --spec '{...}' --result out.json
 
-The three systems, all on the same record (one image, a classification prompt) and the same
-config (`settings_config`), each timed per phase after warm-up steps:
+The three systems, all on the same P records (one noise image each, a classification prompt)
+and the same config (`settings_config`), each timed per phase after warm-up steps; one optimizer
+step = P prompts × G completions:
 
-    vrft-lite  `Trainer.train_step()` as shipped: NF4 base + LoRA, reference = adapters disabled,
-               image encoded once per step, explicit decode loop sharing the prompt's KV cache.
-    original   Visual-RFT's released design on one GPU, rebuilt here from vrft-lite's pieces: the
-               whole model trainable in bf16 (no LoRA, no quantisation), a second frozen bf16 copy
-               as the KL reference, full-parameter torch AdamW (its states in bf16, as HF Trainer
-               keeps them without DeepSpeed: a lower bound on the ZeRO-3 scripts' fp32 master +
-               fp32 states). Vision tower trainable, so every policy micro-batch re-encodes the image.
+    vrft-lite  `train.grpo_step(session)` as shipped: NF4 base + LoRA, reference = adapters
+               disabled, each image through the vision tower once per step, the P prompts
+               prefilled once each and all P×G completions decoded together (explicit decode
+               loop; each prompt's KV cache repeated for its G rows). After each step the
+               harness also times the same rollout with one prompt per decode round
+               (rollout.max_batch_rows = G) on that step's prompts: batched vs per-prompt.
+    original   Visual-RFT's released design on one GPU, rebuilt here from vrft-lite's pieces
+               (encode_inputs / decode / completion_logprobs): the whole model trainable in bf16
+               (no LoRA, no quantisation), a second frozen bf16 copy as the KL reference,
+               full-parameter torch AdamW (its states in bf16, as HF Trainer keeps them without
+               DeepSpeed: a lower bound on the ZeRO-3 scripts' fp32 master + fp32 states).
+               Vision tower trainable, so every policy micro-batch re-encodes its images.
     trl        TRL's GRPOTrainer, imported here only (not a vrft-lite dependency): the same 4-bit
-               model and LoRA targets, same G, lengths, image, beta, loss "grpo".
+               model and LoRA targets, same P, G, lengths, images, beta, loss "grpo"; one
+               generation of P×G completions per optimizer step.
 """
 
 from __future__ import annotations
@@ -141,24 +148,35 @@ class Spec:
     tokens: int
     steps: int
     warmup: int
+    prompts: int = 1  # P: prompts per optimizer step
     quant: str = "4bit"
     device: str = "auto"
     lora_r: int = 64
     beta: float = 0.04
     seed: int = 0
+    per_prompt: bool = True  # vrft-lite with P > 1: also time the rollout one prompt at a time
+    threads: int | None = None  # torch CPU threads (None: torch's default)
 
 
-def write_record(workdir: Path, image: str, seed: int) -> Path:
-    """One noise image and a one-line jsonl naming it (vrft-lite's own `jsonl` data source)."""
+def write_records(workdir: Path, image: str, prompts: int, seed: int) -> Path:
+    """`prompts` noise images of the same size and a jsonl naming them (vrft-lite's `jsonl` source).
+
+    Same size, same prompt text: every prompt has the same token count, so no system pays for
+    padding and a step holds exactly one of each record.
+    """
     import numpy as np
     from PIL import Image
 
     side, _ = image_setting(image)
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(workdir / "image.png")
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(prompts):
+        pixels = rng.integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(workdir / f"image-{i}.png")
+        lines.append(json.dumps({"image": f"image-{i}.png", "task": "classify", "solution": CLASS_LABEL,
+                                 "kind": "pet", "attribute": "species"}))
     path = workdir / "data.jsonl"
-    path.write_text(json.dumps({"image": "image.png", "task": "classify", "solution": CLASS_LABEL,
-                                "kind": "pet", "attribute": "species"}) + "\n")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -173,7 +191,7 @@ def settings_config(spec: Spec, data_path: Path) -> Any:
         f"rollout.num_generations={spec.G}", f"rollout.max_completion_length={spec.tokens}",
         f"rollout.min_completion_length={spec.tokens}",  # random weights must not stop early
         "rollout.max_prompt_length=4096",
-        "train.prompts_per_step=1", f"train.micro_batch_size={spec.micro_batch}",
+        f"train.prompts_per_step={spec.prompts}", f"train.micro_batch_size={spec.micro_batch}",
         f"train.steps={spec.warmup + spec.steps}", "train.save_every=0", "train.samples_every=0",
         f"train.seed={spec.seed}", f"lora.r={spec.lora_r}", f"lora.alpha={2 * spec.lora_r}", f"grpo.beta={spec.beta}",
         "grpo.loss_type=grpo", "data.source=jsonl", f"data.path={data_path}", "data.task=classify", "eval.heldout=0",
@@ -217,19 +235,13 @@ def describe_device(device: torch.device, res: Result) -> None:
         res.device, res.memory_kind = "cpu", "rss"
 
 
-def synced(fn: Callable[..., Any], device: torch.device) -> Callable[..., Any]:
-    """`fn` followed by a CUDA synchronize (a no-op on CPU)."""
+def measure_steps(step: Callable[[], dict[str, float]], spec: Spec, device: torch.device, res: Result,
+                  after: Callable[[], float] | None = None) -> None:
+    """Warm-up steps, then `spec.steps` timed ones; peak memory counts the timed steps only (CUDA).
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        out = fn(*args, **kwargs)
-        sync(device)
-        return out
-
-    return wrapper
-
-
-def measure_steps(step: Callable[[], dict[str, float]], spec: Spec, device: torch.device, res: Result) -> None:
-    """Warm-up steps, then `spec.steps` timed ones; peak memory counts the timed steps only (CUDA)."""
+    `after`, when given, runs after each step, outside the step's clock, and returns the seconds of
+    a per-prompt rollout (kept for the timed steps).
+    """
     for i in range(spec.warmup + spec.steps):
         if i == spec.warmup:
             sync(device)
@@ -238,14 +250,18 @@ def measure_steps(step: Callable[[], dict[str, float]], spec: Spec, device: torc
         t0 = time.perf_counter()
         phases = step()
         sync(device)
+        took = time.perf_counter() - t0
+        extra = after() if after is not None else None
         if i < spec.warmup:
             continue
-        res.step_s.append(time.perf_counter() - t0)
+        res.step_s.append(took)
         res.rollout_s.append(phases["rollout"])
         res.reference_s.append(phases["reference"])
         res.policy_s.append(phases["policy"])
         res.optimizer_s.append(phases["optimizer"])
         res.completion_tokens.append(int(phases["completion_tokens"]))
+        if extra is not None:
+            res.per_prompt_rollout_s.append(extra)
     record_peak(device, res)
 
 
@@ -253,26 +269,70 @@ def measure_steps(step: Callable[[], dict[str, float]], spec: Spec, device: torc
 
 
 def run_vrft_lite(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
-    from visualrft_lite.train import Trainer
+    """`train.grpo_step(session)` as shipped, its own phase timers.
 
-    trainer = Trainer(cfg, workdir / "run", quiet=True)
-    device = trainer.device
-    # train_step times its phases without a CUDA synchronize: queued kernels of one phase would be
-    # billed to the next. Synchronizing at the end of each phase makes its own timers exact.
-    for name in ("rollout", "logprobs_no_grad", "policy_update", "optimizer_step"):
-        setattr(trainer, name, synced(getattr(trainer, name), device))
+    No synchronize is added here: the step reads its phase clock through `Session.clock()`,
+    which synchronizes CUDA first, so queued kernels are billed to the phase that queued them.
+    `train.rollout` is wrapped only to keep the step's Rollout for its token counts.
+    """
+    from visualrft_lite import train
+
+    run_dir = workdir / "run"
+    run_dir.mkdir()
+    session = train.Session(cfg, run_dir, train.Plan.for_train(cfg))
+    device = session.device
     describe_device(device, res)
     res.after_load_gb = memory_now_gb(device)
-    res.decode_weight_bytes = decode_weight_bytes(trainer.model)
+    res.decode_weight_bytes = decode_weight_bytes(session.model)
+    res.decode_rows = decode_rows(spec.prompts, spec.G, cfg.rollout.max_batch_rows)
+
+    shipped_rollout = train.rollout
+    last: dict[str, Any] = {}
+
+    def keep_rollout(s: Any, records: list[Any]) -> Any:
+        ro, skipped = shipped_rollout(s, records)
+        last["rollout"] = ro
+        return ro, skipped
+
+    train.rollout = keep_rollout  # grpo_step looks the name up in its module at call time
+    per_prompt_cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, max_batch_rows=spec.G))
+    timed = spec.per_prompt and spec.prompts > 1
+
+    def per_prompt_rollout() -> float:
+        """The step's rollout again, one prompt per decode round, the sampler's state left as it was."""
+        records = list(last["rollout"].records)
+        state = session.generator.get_state()
+        session.cfg = per_prompt_cfg
+        try:
+            t0 = session.clock()
+            ro, _ = shipped_rollout(session, records)
+            took = session.clock() - t0
+        finally:
+            session.cfg = cfg
+            session.generator.set_state(state)
+        if ro is None or ro.completions.size != spec.prompts * spec.G:
+            raise RuntimeError("the per-prompt rollout did not produce P×G completions")
+        return took
 
     def step() -> dict[str, float]:
-        m = trainer.train_step()
-        r = trainer.last_rollouts[0]
-        res.prompt_tokens, res.image_tokens = r.prompt.length, int(r.embeds.shape[0])
+        m = train.grpo_step(session)
+        ro = last["rollout"]
+        if ro is None:
+            raise RuntimeError("no prompt of the step could be encoded")
+        res.prompt_tokens = int(ro.batch.lengths.max())
+        res.image_tokens = int(ro.features.per_image[0].shape[0])
         return {"rollout": m["time/rollout"], "reference": m["time/reference"], "policy": m["time/policy"],
-                "optimizer": m["time/optimizer"], "completion_tokens": int(r.group.completion_mask.sum())}
+                "optimizer": m["time/optimizer"], "completion_tokens": int(ro.completions.mask.sum())}
 
-    measure_steps(step, spec, device, res)
+    try:  # the per-prompt rollout runs after each step, outside its clock: the step's figures stay as shipped
+        measure_steps(step, spec, device, res, after=per_prompt_rollout if timed else None)
+    finally:
+        train.rollout = shipped_rollout
+
+
+def decode_rows(prompts: int, G: int, max_batch_rows: int) -> int:
+    """Completions the decoder takes together: whole prompts, at most max_batch_rows rows (>= one prompt)."""
+    return min(prompts, max(1, max_batch_rows // G)) * G
 
 
 # ----------------------------------------------------------------------------- original design
@@ -281,12 +341,12 @@ def run_vrft_lite(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
 class OriginalStep:
     """Visual-RFT's design on one GPU: a trainable bf16 model and a frozen bf16 copy for the KL.
 
-    Built from vrft-lite's rollout / GRPO functions so that only the design differs: no LoRA, no
-    quantisation, a second model for the reference, full-parameter AdamW.
+    Built from vrft-lite's rollout / log-prob / GRPO functions so that only the design differs:
+    no LoRA, no quantisation, a second model (its own vision tower) for the reference,
+    full-parameter AdamW, the vision tower in the policy's graph.
     """
 
     def __init__(self, cfg: Any) -> None:
-        from visualrft_lite.data.images import load_image
         from visualrft_lite.data.sources import load_records
         from visualrft_lite.modeling import load as mload
 
@@ -299,58 +359,58 @@ class OriginalStep:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.model.config.use_cache = False
         self.reference = mload.load_base(mcfg).model.eval()  # the second copy, frozen
+        self.reference.requires_grad_(False)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.train.learning_rate, weight_decay=0.0)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.train.seed)
-        self.record = load_records(cfg.data, "train").records[0]
-        self.image = load_image(self.record.image)
+        self.records = load_records(cfg.data, "train").records[: cfg.train.prompts_per_step]
 
     def train_step(self) -> tuple[dict[str, float], Any]:
         from visualrft_lite import grpo
+        from visualrft_lite.logprobs import all_logprobs, completion_logprobs, micro_batches, pad_to
         from visualrft_lite.modeling import ops
         from visualrft_lite.prompts import render_prompt
-        from visualrft_lite.rewards import score_batch
-        from visualrft_lite.rollout import sample_group
-        from visualrft_lite.train import Rollout, completion_logprobs, group_logprobs, micro_batches, pad_to
+        from visualrft_lite.rewards import score
+        from visualrft_lite.rollout import Decoding, decode, encode_inputs
+        from visualrft_lite.train import fresh_features
 
         cfg, device, times = self.cfg, self.device, {}
-        G, temperature = cfg.rollout.num_generations, cfg.rollout.temperature
+        G, temperature, mb = cfg.rollout.num_generations, cfg.rollout.temperature, cfg.train.micro_batch_size
 
-        t0 = time.perf_counter()  # rollout: encode, vision once, sample G, score
-        text = render_prompt(self.record, cfg.data.prompt, coords=cfg.model.coords)
-        prompt = ops.encode_prompt(self.model, self.processor, self.image, text, device)
-        with torch.no_grad():
-            embeds = ops.image_embeds(self.model, prompt)  # [n_image_tokens, H]
-        group = sample_group(self.model, self.processor, prompt, embeds, cfg.rollout, generator=self.generator)
-        rewards = score_batch("classify", group.texts, self.record.solution, image_size=self.image.size,
-                              resized_size=prompt.resized_size, options=cfg.reward)
-        r = Rollout(self.record, prompt, embeds, group, rewards)
-        totals = torch.tensor([x["total"] for x in rewards], dtype=torch.float32)  # [G]
-        r.advantages = grpo.group_advantages(totals, G, cfg.grpo.scale_rewards).to(device)  # [G]
+        t0 = time.perf_counter()  # rollout: encode, vision once, sample P×G together, score
+        texts = [render_prompt(r, cfg.data.prompt, coords=cfg.model.coords) for r in self.records]
+        enc = encode_inputs(self.model, self.processor, [r.image for r in self.records], texts, device)
+        if enc.batch is None or len(enc.kept) != len(self.records):
+            raise RuntimeError(f"prompts could not be encoded: {enc.failed}")
+        c = decode(self.model, self.processor, enc.batch, enc.features, Decoding.sampling(cfg.rollout),
+                   per_prompt=G, generator=self.generator, max_rows=cfg.rollout.max_batch_rows)
+        rewards = [score(self.records[p].task, text, self.records[p].solution, image_size=enc.images[p].size,
+                         resized_size=enc.batch.resized_sizes[p], options=cfg.reward)
+                   for text, p in zip(c.texts, c.prompt_index)]
+        totals = torch.tensor([x["total"] for x in rewards], dtype=torch.float32)  # [P*G]
+        advantages = grpo.group_advantages(totals, G, cfg.grpo.scale_rewards).to(device)  # [P*G]
         sync(device)
         times["rollout"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()  # reference: the frozen copy, its own vision tower
         with torch.no_grad():
-            ref_embeds = ops.image_embeds(self.reference, prompt)
-            parts = [completion_logprobs(self.reference, prompt, ref_embeds, group.completion_ids[rows],
-                                         group.completion_mask[rows], temperature)
-                     for rows in micro_batches(G, cfg.train.micro_batch_size)]
-            T = max(p.shape[1] for p in parts)
-            r.ref_logp = torch.cat([pad_to(p, T) for p in parts])  # [G, T]
+            ref_features = ops.image_features(self.reference, enc.batch)
+        ref_logp = all_logprobs(self.reference, enc.batch, ref_features, c, mb, temperature)  # [P*G, T]
         sync(device)
         times["reference"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()  # policy: forward/backward per micro-batch, vision in the graph
         self.model.train()
-        num_tok = int(group.completion_mask.sum())
-        for rows in micro_batches(G, cfg.train.micro_batch_size):
-            logp = group_logprobs(self.model, r, rows, temperature, vision_grad=True)  # [b, T]
+        num_tok = int(c.mask.sum())
+        for rows in micro_batches(c.size, mb):
+            batch, features, index = fresh_features(self.model, enc.batch, list(c.prompt_index[rows]))
+            logp = completion_logprobs(self.model, batch, features, index, c.ids[rows], c.mask[rows],
+                                       temperature)  # [b, T]
             T = logp.shape[1]
-            loss, _ = grpo.grpo_loss(logp, group.completion_mask[rows][:, :T].to(logp.dtype), r.advantages[rows],
-                                     ref_logp=pad_to(r.ref_logp[rows], T), beta=cfg.grpo.beta,
-                                     loss_type=cfg.grpo.loss_type, num_sequences=G, num_tokens=num_tok,
+            loss, _ = grpo.grpo_loss(logp, c.mask[rows][:, :T].to(logp.dtype), advantages[rows],
+                                     ref_logp=pad_to(ref_logp[rows], T), beta=cfg.grpo.beta,
+                                     loss_type=cfg.grpo.loss_type, num_sequences=c.size, num_tokens=num_tok,
                                      max_completion_length=cfg.rollout.max_completion_length)
             loss.backward()
         sync(device)
@@ -363,7 +423,7 @@ class OriginalStep:
         sync(device)
         times["optimizer"] = time.perf_counter() - t3
         times["completion_tokens"] = num_tok
-        return times, r
+        return times, enc
 
 
 def run_original(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
@@ -371,10 +431,12 @@ def run_original(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
     describe_device(system.device, res)
     res.after_load_gb = memory_now_gb(system.device)
     res.decode_weight_bytes = decode_weight_bytes(system.model)
+    res.decode_rows = decode_rows(spec.prompts, spec.G, cfg.rollout.max_batch_rows)
 
     def step() -> dict[str, float]:
-        times, r = system.train_step()
-        res.prompt_tokens, res.image_tokens = r.prompt.length, int(r.embeds.shape[0])
+        times, enc = system.train_step()
+        res.prompt_tokens = int(enc.batch.lengths.max())
+        res.image_tokens = int(enc.features.per_image[0].shape[0])
         return times
 
     measure_steps(step, spec, system.device, res)
@@ -384,10 +446,12 @@ def run_original(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
 
 
 def run_trl(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
-    """TRL's GRPOTrainer on the same 4-bit model, LoRA targets, G, lengths, image and beta.
+    """TRL's GRPOTrainer on the same 4-bit model, LoRA targets, P, G, lengths, images and beta.
 
-    One optimizer step = one prompt's G completions: per_device_train_batch_size = micro-batch,
-    gradient_accumulation_steps = G / micro-batch (TRL generates once per accumulation cycle).
+    One optimizer step = P prompts × G completions: per_device_train_batch_size = micro-batch,
+    gradient_accumulation_steps = P·G / micro-batch, generation_batch_size = P·G and
+    num_generations = G (TRL generates the whole P·G batch once per accumulation cycle, in one
+    `generate` call, one row per completion).
     Phases come from wrapping the trainer's own methods: rollout = `_generate` + rewards;
     reference = the rest of `_generate_and_score_completions` (reference log-probs); policy =
     `training_step` minus generation; optimizer = the step's remainder (clip, AdamW, scheduler,
@@ -409,19 +473,19 @@ def run_trl(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
     from visualrft_lite.prompts import render_prompt
     from visualrft_lite.rewards import score
 
-    if spec.G % spec.micro_batch:
-        res.status, res.note = "skipped", f"TRL needs G divisible by the micro-batch ({spec.G} % {spec.micro_batch})"
+    rows = spec.prompts * spec.G
+    if rows % spec.micro_batch:
+        res.status, res.note = "skipped", f"TRL needs P×G divisible by the micro-batch ({rows} % {spec.micro_batch})"
         return
     loaded = mload.load_base(cfg.model)  # the same BitsAndBytesConfig, attention kernel and processor
     device = loaded.device
     describe_device(device, res)
     loaded.processor.tokenizer.padding_side = "left"
-    record = load_records(cfg.data, "train").records[0]
-    image = load_image(record.image)
-    text = render_prompt(record, cfg.data.prompt, coords=cfg.model.coords)
-    n_prompts = spec.warmup + spec.steps
-    dataset = datasets.Dataset.from_list(
-        [{"prompt": [{"role": "user", "content": text}], "image": image, "solution": CLASS_LABEL}] * n_prompts)
+    records = load_records(cfg.data, "train").records[: spec.prompts]
+    step_rows = [{"prompt": [{"role": "user", "content": render_prompt(r, cfg.data.prompt, coords=cfg.model.coords)}],
+                  "image": load_image(r.image), "solution": CLASS_LABEL} for r in records]
+    n_steps = spec.warmup + spec.steps
+    dataset = datasets.Dataset.from_list(step_rows * n_steps)  # not shuffled: step i takes the P records
 
     def classify_reward(completions: list[Any], solution: list[str], **_: Any) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
@@ -430,11 +494,11 @@ def run_trl(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
     cuda = device.type == "cuda"
     args = GRPOConfig(
         output_dir=str(workdir / "trl"), per_device_train_batch_size=spec.micro_batch,
-        gradient_accumulation_steps=spec.G // spec.micro_batch, num_generations=spec.G,
+        gradient_accumulation_steps=rows // spec.micro_batch, generation_batch_size=rows, num_generations=spec.G,
         max_completion_length=spec.tokens, generation_kwargs={"min_new_tokens": spec.tokens},
         temperature=1.0, top_p=1.0, top_k=0, beta=spec.beta, loss_type="grpo", scale_rewards="group",
         learning_rate=cfg.train.learning_rate, lr_scheduler_type="constant", max_grad_norm=cfg.train.max_grad_norm,
-        max_steps=n_prompts, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        max_steps=n_steps, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
         bf16=cuda, use_cpu=not cuda, seed=spec.seed, shuffle_dataset=False, dataloader_num_workers=0,
     )
@@ -445,6 +509,7 @@ def run_trl(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
     res.note = f"trl {trl.__version__}"
     res.after_load_gb = memory_now_gb(device)
     res.decode_weight_bytes = decode_weight_bytes(trainer.model)
+    res.decode_rows = rows
 
     image_token_id = loaded.model.config.image_token_id
     acc = {"generate": 0.0, "rewards": 0.0, "gen_and_score": 0.0, "training_step": 0.0, "tokens": 0}
@@ -509,10 +574,13 @@ RUNNERS = {"vrft-lite": run_vrft_lite, "original": run_original, "trl": run_trl}
 
 
 def run(spec: Spec) -> Result:
-    res = Result(system=spec.system, model=spec.model, G=spec.G, micro_batch=spec.micro_batch, image=spec.image)
+    res = Result(system=spec.system, model=spec.model, G=spec.G, micro_batch=spec.micro_batch, image=spec.image,
+                 prompts=spec.prompts)
     with tempfile.TemporaryDirectory(prefix="vrft-bench-") as tmp:
         workdir = Path(tmp)
-        cfg = settings_config(spec, write_record(workdir, spec.image, spec.seed))
+        cfg = settings_config(spec, write_records(workdir, spec.image, spec.prompts, spec.seed))
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
         torch.manual_seed(spec.seed)
         try:
             RUNNERS[spec.system](spec, cfg, workdir, res)
@@ -545,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(e).splitlines()[0][:160] if str(e) else ""
         oom = "out of memory" in str(e).lower()  # OOM raised as a plain RuntimeError (bitsandbytes, CUDA errors)
         res = Result(system=spec.system, model=spec.model, G=spec.G, micro_batch=spec.micro_batch, image=spec.image,
-                     status="oom" if oom else "failed", note=f"{type(e).__name__}: {first}")
+                     prompts=spec.prompts, status="oom" if oom else "failed", note=f"{type(e).__name__}: {first}")
     a.result.write_text(json.dumps(dataclasses.asdict(res)) + "\n")
     return 0 if res.status != "failed" else 1
 
