@@ -11,7 +11,7 @@ vrft-lite rows with P > 1 also time the rollout with one prompt per decode round
 (rollout.max_batch_rows = G, the same code) after each step: the "per-prompt rollout s" and
 "batched speed-up" columns.
 
-    # the settings on a GPU: 2B and 7B, G 8 and 4, 448x448, 256 tokens
+    # the paper's settings on a GPU: 2B and 7B, G 8 and 4, 448x448, 256 tokens
     python bench/grpo_step.py --model 2b 7b --G 8 4 --image 448 --tokens 256 --steps 3
     # prompts per step: 1, 2, 4 and 8 prompts of G completions each, vrft-lite vs TRL
     python bench/grpo_step.py --model 2b --prompts 1 2 4 8 --G 8 --systems vrft-lite trl

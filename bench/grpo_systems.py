@@ -181,7 +181,7 @@ def write_records(workdir: Path, image: str, prompts: int, seed: int) -> Path:
 
 
 def settings_config(spec: Spec, data_path: Path) -> Any:
-    """The vrft-lite config every system is set up from (the issue's settings)."""
+    """The vrft-lite config every system is set up from (the paper's few-shot settings)."""
     from visualrft_lite.config import load_config
 
     _, max_pixels = image_setting(spec.image)

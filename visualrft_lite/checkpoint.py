@@ -186,11 +186,8 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
 
 
 def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
     with file.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_safetensors(file: Path) -> str | None:

@@ -8,6 +8,7 @@ replaced by groups of freshly drawn prompts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -60,8 +61,8 @@ def rollout(s: Session, records: list[Record]) -> tuple[Rollout | None, int]:
     """Sample G completions for every prompt, all decoded together; (rollout, images skipped)."""
     cfg = s.cfg
     enc = encode_inputs(s.model, s.processor, [r.image for r in records], [s.prompt_text(r) for r in records], s.device)
+    s.log.skipped([unreadable(records[i], reason, "train-step") for i, reason in enc.failed.items()])
     if enc.batch is None:
-        s.log.skipped([unreadable(records[i], reason, "train-step") for i, reason in enc.failed.items()])
         return None, len(enc.failed)
     longest = int(enc.batch.lengths.max())
     if longest > cfg.rollout.max_prompt_length:
@@ -70,10 +71,11 @@ def rollout(s: Session, records: list[Record]) -> tuple[Rollout | None, int]:
     completions = decode(s.model, s.processor, enc.batch, enc.features, Decoding.sampling(cfg.rollout),
                          per_prompt=cfg.rollout.num_generations, generator=s.generator,
                          max_rows=cfg.rollout.max_batch_rows)
-    kept = tuple(records[i] for i in enc.kept)
-    s.log.skipped([unreadable(records[i], reason, "train-step") for i, reason in enc.failed.items()])
+    # every kept record knows its image's size from here on (box rewards and metrics need it)
+    kept = tuple(records[i] if records[i].image_size else dataclasses.replace(records[i], image_size=image.size)
+                 for i, image in zip(enc.kept, enc.images))
     rewards = tuple(
-        score(kept[p].task, text, kept[p].solution, image_size=kept[p].image_size or enc.images[p].size,
+        score(kept[p].task, text, kept[p].solution, image_size=kept[p].image_size,
               resized_size=enc.batch.resized_sizes[p], options=cfg.reward)
         for text, p in zip(completions.texts, completions.prompt_index))
     return Rollout(kept, enc.batch, enc.features, completions, rewards), len(enc.failed)

@@ -42,7 +42,7 @@ class RunLog:
     """Health alerts in file order: {"step", "rule", "message"}."""
 
 
-def _json_objects(path: Path) -> Iterator[dict[str, Any] | None]:
+def json_objects(path: Path) -> Iterator[dict[str, Any] | None]:
     """Each non-blank line of a JSONL file as a dict, or None where it is not a JSON object."""
     if not path.is_file():
         return
@@ -67,7 +67,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """
     by_step: dict[int, dict[str, Any]] = {}
     malformed = 0
-    for row in _json_objects(path):
+    for row in json_objects(path):
         step = row.get("step") if row is not None else None
         if not isinstance(step, int) or isinstance(step, bool):
             malformed += 1
@@ -79,7 +79,7 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
 def read_heldout(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Held-out rows in file order; unlike metrics, several stages may share a step."""
     rows, malformed = [], 0
-    for row in _json_objects(path):
+    for row in json_objects(path):
         if row is None or number(row.get("step")) is None or number(row.get("accuracy")) is None:
             malformed += 1
             continue
@@ -90,7 +90,7 @@ def read_heldout(path: Path) -> tuple[list[dict[str, Any]], int]:
 def read_alerts(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Alert rows in file order; a row needs an integer step and a string rule."""
     rows, malformed = [], 0
-    for row in _json_objects(path):
+    for row in json_objects(path):
         step = row.get("step") if row is not None else None
         if not isinstance(step, int) or isinstance(step, bool) or not isinstance(row.get("rule"), str):
             malformed += 1

@@ -25,7 +25,6 @@ in red, the reward in each tile's caption.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from visualrft_lite.config import config_from_dict, read_yaml
 from visualrft_lite.data.images import ImageLoadError, load_image
 from visualrft_lite.draw import PREDICTION_COLOUR, caption, draw_answer, grid, mark_truth
 from visualrft_lite.errors import UserError
+from visualrft_lite.plot import json_objects
 from visualrft_lite.rewards import RewardOptions, parse_prediction
 
 SAMPLES_FILE = "samples.jsonl"
@@ -47,20 +47,12 @@ def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The usable lines of a samples.jsonl (an object with the REQUIRED keys and an integer
     step) and the number of lines skipped."""
     rows, skipped = [], 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                skipped += 1
-                continue
-            if (not isinstance(row, dict) or any(k not in row for k in REQUIRED)
-                    or not isinstance(row["step"], int) or isinstance(row["step"], bool)):
-                skipped += 1
-                continue
-            rows.append(row)
+    for row in json_objects(path):
+        if (row is None or any(k not in row for k in REQUIRED)
+                or not isinstance(row["step"], int) or isinstance(row["step"], bool)):
+            skipped += 1
+            continue
+        rows.append(row)
     return rows, skipped
 
 

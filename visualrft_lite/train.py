@@ -49,8 +49,8 @@ from visualrft_lite.trackers import NullTracker, make_tracker
 
 __all__ = ["Plan", "Session", "TrainingStopped", "grpo_step", "load_run_config", "sft", "train"]
 
-HEADLINE = {"classify": "accuracy", "count": "accuracy", "choice": "accuracy",
-            "detect": "iou", "ground": "iou", "point": "point"}
+SAMPLED_ACCURACY = {"classify": "accuracy", "count": "accuracy", "choice": "accuracy",
+                    "detect": "iou", "ground": "iou", "point": "point"}
 """The reward component each task reports as the sampled groups' accuracy in metrics.jsonl."""
 MEMORY_HINT = ("reduce memory with --set rollout.max_batch_rows=16, rollout.num_generations=4, "
                "rollout.max_completion_length=128, model.max_pixels=200704 or train.micro_batch_size=1")
@@ -163,7 +163,7 @@ def grpo_metrics(s: Session, ro: Rollout | None, loss_stats: dict[str, float], g
                          "reward_std": float(totals.std()) if len(rewards) > 1 else 0.0}
     for k in sorted({k for x in rewards for k in x if k != "total"}):
         m[f"reward/{k}"] = float(np.mean([x.get(k, 0.0) for x in rewards]))
-    m["accuracy"] = m.get(f"reward/{HEADLINE[s.cfg.data.task]}", 0.0)
+    m["accuracy"] = m.get(f"reward/{SAMPLED_ACCURACY[s.cfg.data.task]}", 0.0)
     m["format_rate"] = m.get("reward/format", 0.0)
     m.update({k: loss_stats.get(k, 0.0) for k in ("kl", "loss", "clip_fraction", "entropy")})
     if ro is not None:
@@ -324,7 +324,7 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
     processes = Processes(cfg.model.device)
     say = print if processes.main and not quiet else (lambda *_: None)
     # Everything cheap first: the model is reachable, the data loads, the folder is ours to write.
-    mload.check_model_available(cfg.model.name)
+    mload.resolve_model(cfg)  # reachable, supported; model.coords: auto -> the checkpoint's convention
     data = training_records(cfg)
     run_dir = resume if resume is not None else out or default_run_dir(cfg)
     latest = ckpt.resume_checkpoint(run_dir, echo=say) if resume is not None else None
