@@ -180,6 +180,19 @@ def test_predict_on_the_real_tiny_model(tiny_model_dir, adapter_dir, images):
         assert obj["parsed"] == (None if expected is None else [round(v, 2) for v in expected])
 
 
+def test_an_image_the_processor_refuses_does_not_sink_its_batch(tiny_model_dir, adapter_dir, images, tmp_path):
+    # 1000x4 px: the processor refuses aspect ratios over 200; the other images of the batch still run
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (1000, 4), "white").save(thin)
+    result = invoke("predict", images[0], thin, images[1], "--task", "classify", "--adapter", adapter_dir,
+                    "--json", "--max-new-tokens", "4", *model_args(tiny_model_dir))
+    assert result.exit_code == 1  # one image failed
+    objs = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["image"] for o in objs] == [str(images[0]), str(thin), str(images[1])]
+    assert "refused by the processor" in objs[1]["error"] and "Traceback" not in result.output
+    assert objs[0]["completion"] is not None and objs[2]["completion"] is not None
+
+
 # ----------------------------------------------------------------------------- errors
 
 

@@ -356,3 +356,19 @@ def test_ctrl_c_from_the_command_line_exits_130_with_the_resume_command(tiny_mod
     assert "Error:" not in result.stderr and "Traceback" not in result.output
     assert "resume with: vrft-lite train --resume" in result.stderr
     assert "nothing is saved yet, so all steps would be lost" in result.stdout  # what a second Ctrl-C would cost
+
+
+def test_resume_recovers_a_damaged_run_directory(cfg_for, tmp_path, reachable_reward, capsys):
+    # A crash mid-save left the newest checkpoint's adapter truncated and a half-written log
+    # line: resume takes the last intact checkpoint, drops the torn line and says so.
+    run = train(cfg_for(**{"train.steps": 2, "train.save_every": 1}), out=tmp_path / "r", quiet=True)
+    adapter = run / "checkpoints" / "step-000002" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "reward": 0.')
+    capsys.readouterr()
+    train(train_mod.load_run_config(run, ["train.steps=3"]), resume=run)
+    out = capsys.readouterr().out
+    assert "step-000002" in out  # named as skipped
+    assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]  # step 2 redone from step 1, torn line gone
+
