@@ -58,7 +58,7 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="SECTION.
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="vrft-lite")
 def main() -> None:
-    """Visual-RFT on one GPU: GRPO with verifiable visual rewards for Qwen2-VL.
+    """Visual-RFT on one GPU: GRPO with verifiable visual rewards for Qwen vision-language models.
 
     \b
     vrft-lite presets list                      what runs are shipped
@@ -422,7 +422,8 @@ def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
 @main.command()
 @click.argument("file", type=click.File("rb"))
 @click.option("--coords", type=click.Choice(["rel1000", "pixel", "resized"]), default="rel1000", show_default=True,
-              help="How the completion writes boxes: Qwen2-VL 0-1000 relative, or pixels.")
+              help="How the completion writes boxes: 0-1000 relative (Qwen2-VL, Qwen3-VL, Qwen3.5), pixels of "
+                   "the original image, or pixels of the resized image (Qwen2.5-VL); --family sets it too.")
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Detection: IoU needed for a match.")
 @click.option("--iou-denominator", type=click.Choice(["max", "pred"]), default="max", show_default=True,
@@ -433,9 +434,12 @@ def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
               help="Grounding reward: IoU, or (GIoU + 1) / 2.")
 @click.option("--point-metric", type=click.Choice(["inside", "distance"]), default="inside", show_default=True,
               help="Pointing reward: fraction inside the box, or exp(-distance / sigma).")
+@click.option("--family", type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]),
+              help="Score as this model family means it: its box convention (unless --coords is given) and, "
+                   "for Qwen3.5, the <think> its chat template already opened.")
 @user_errors
 def reward(file: Any, coords: str, iou_threshold: float, iou_denominator: str, match: str,
-           ground_metric: str, point_metric: str) -> None:
+           ground_metric: str, point_metric: str, family: str | None) -> None:
     """Score completions from a JSONL file (or - for stdin), one JSON line out per line in.
 
     \b
@@ -447,15 +451,17 @@ def reward(file: Any, coords: str, iou_threshold: float, iou_denominator: str, m
     answers input line N: a line that cannot be scored prints {"error": ..., "line": N}
     instead, is reported on stderr with its number, and the rest go on (exit status 1).
     """
-    from visualrft_lite.reward_tool import score_jsonl
+    from visualrft_lite.reward_tool import family_reading, score_jsonl
     from visualrft_lite.rewards import RewardOptions
 
+    explicit = click.get_current_context().get_parameter_source("coords") != click.core.ParameterSource.DEFAULT
+    coords, prefix = family_reading(family, coords if explicit or family is None else None)
     try:
         options = RewardOptions(coords=coords, iou_threshold=iou_threshold, iou_denominator=iou_denominator,
                                 match=match, ground_metric=ground_metric, point_metric=point_metric)
     except ValueError as e:
         raise UserError(str(e)) from None
-    _, bad = score_jsonl(file, sys.stdout, sys.stderr, options)
+    _, bad = score_jsonl(file, sys.stdout, sys.stderr, options, prefix=prefix)
     if bad:
         sys.exit(1)  # every good line was still scored
 

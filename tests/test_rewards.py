@@ -415,7 +415,8 @@ def test_reward_options_as_a_config_section() -> None:
     from visualrft_lite.config import config_from_dict
 
     cfg = config_from_dict({"reward": {"iou_denominator": "pred", "weights": {"format": 0.5}}})
-    assert cfg.reward == RewardOptions(iou_denominator="pred", weights={"format": 0.5})
+    # coords follows model.coords, which is `auto` until the checkpoint resolves it
+    assert cfg.reward == RewardOptions(coords="auto", iou_denominator="pred", weights={"format": 0.5})
     assert cfg.reward.weight("format") == 0.5 and cfg.reward.weight("iou") == 1.0
 
 

@@ -34,7 +34,7 @@ def sample(step: int, group: int, index: int, image: str, task: str, solution, c
 def make_run(tmp_path: Path, rows: list[dict], extra: str = "") -> Path:
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text(load_config(None).to_yaml())  # model.coords: rel1000
+    (run / "config.yaml").write_text(load_config(None, ["model.coords=rel1000"]).to_yaml())  # as a run records it
     Image.new("RGB", (W, H), "white").save(run / "bus.png")
     Image.new("RGB", (W, H), "white").save(tmp_path / "flower.jpg")
     (run / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + extra)

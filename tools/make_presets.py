@@ -37,10 +37,24 @@ CLASSIFICATION = {
              "as the paper; no longer downloadable: fetch a copy, point data.path at it"),
 }
 
+# size -> (hub id, G, the model's name in titles, preset name suffix)
 MODELS = {
-    "2b": ("Qwen/Qwen2-VL-2B-Instruct", 8),
-    "7b": ("Qwen/Qwen2-VL-7B-Instruct", 4),
+    "2b": ("Qwen/Qwen2-VL-2B-Instruct", 8, "Qwen2-VL-2B", ""),
+    "7b": ("Qwen/Qwen2-VL-7B-Instruct", 4, "Qwen2-VL-7B", "-7b"),
+    # the families most fine-tuning starts from today, for the paper's headline settings;
+    # model.coords: auto follows each checkpoint's box convention
+    "qwen2.5-vl-3b": ("Qwen/Qwen2.5-VL-3B-Instruct", 8, "Qwen2.5-VL-3B", "-qwen2.5-vl-3b"),
+    "qwen3-vl-2b": ("Qwen/Qwen3-VL-2B-Instruct", 8, "Qwen3-VL-2B", "-qwen3-vl-2b"),
 }
+NEWER = ("qwen2.5-vl-3b", "qwen3-vl-2b")
+
+
+def label(size: str) -> str:
+    return MODELS[size][2]
+
+
+def suffix(size: str) -> str:
+    return MODELS[size][3]
 
 
 def yaml_list(items: list[str]) -> str:
@@ -48,14 +62,15 @@ def yaml_list(items: list[str]) -> str:
 
 
 def common(size: str, steps: int, steps_note: str) -> str:
-    name, G = MODELS[size]
+    name, G, _, _ = MODELS[size]
     return f"""
 model:
   name: {name}  # hub id or local directory
   quant: 4bit                 # NF4 base with double quantisation (the paper: bf16 full weights on 8xA100)
   dtype: auto                 # bf16 compute on CUDA, fp32 on CPU
   attn: auto                  # flash_attention_2 when installed, else sdpa
-  coords: rel1000             # Qwen2-VL writes boxes in 0-1000 relative coordinates
+  coords: auto                # the checkpoint's convention: 0-1000 relative (Qwen2-VL, Qwen3-VL), resized-image pixels (Qwen2.5-VL)
+  thinking: auto              # the chat template's default (Qwen3.5 opens <think>); on / off set enable_thinking
   min_pixels: 3136            # 4*28*28: the paper's smallest image area after resize
   max_pixels: 401408          # 512*28*28: the paper's largest image area after resize
   gradient_checkpointing: true  # recompute activations in backward: less memory, ~30% more time
@@ -113,9 +128,9 @@ def classification(ds: str, shots: int, size: str) -> str:
   kind: {kind}                 # prompt: "This is an image containing a {kind}..."
   attribute: {attr}            # prompt: "...identify the {attr} of the {kind}..."
   seed: 0                     # k-shot sampling seed"""
-    return f"""# {ds} {shots}-shot classification, Qwen2-VL-{size.upper()} (Visual-RFT paper, fine-grained classification).
-name: {ds}-{shots}shot{'' if size == '2b' else '-7b'}
-description: {ds.capitalize()} {shots}-shot classification, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+    return f"""# {ds} {shots}-shot classification, {label(size)} (Visual-RFT paper, fine-grained classification).
+name: {ds}-{shots}shot{suffix(size)}
+description: {ds.capitalize()} {shots}-shot classification, {label(size)}, 4-bit + LoRA GRPO
 data:
 {data}
 
@@ -133,9 +148,9 @@ def coco_fewshot(shots: int, size: str) -> str:
   # eval: instances_val2017.json next to the train json, images from val2017/ (data.eval_path, data.eval_image_root){released}
   shots: {shots}                    # images per category, sampled with `seed`
   negatives: {shots}                # images without the category per category ("No Objects")"""
-    return f"""# COCO few-shot detection, 8 categories, {shots}-shot, Qwen2-VL-{size.upper()} (Visual-RFT paper).
-name: coco-8cat-{shots}shot{'' if size == '2b' else '-7b'}
-description: COCO 8-category {shots}-shot detection, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+    return f"""# COCO few-shot detection, 8 categories, {shots}-shot, {label(size)} (Visual-RFT paper).
+name: coco-8cat-{shots}shot{suffix(size)}
+description: COCO 8-category {shots}-shot detection, {label(size)}, 4-bit + LoRA GRPO
 data:
 {data}
   task: detect
@@ -150,9 +165,9 @@ reward:
 
 
 def lvis_fewshot(size: str) -> str:
-    return f"""# LVIS few-shot detection, 6 rare categories, 10-shot, Qwen2-VL-{size.upper()} (Visual-RFT paper).
-name: lvis-rare6-10shot{'' if size == '2b' else '-7b'}
-description: LVIS 6 rare categories 10-shot detection, Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+    return f"""# LVIS few-shot detection, 6 rare categories, 10-shot, {label(size)} (Visual-RFT paper).
+name: lvis-rare6-10shot{suffix(size)}
+description: LVIS 6 rare categories 10-shot detection, {label(size)}, 4-bit + LoRA GRPO
 data:
   source: coco                # LVIS v1 uses the COCO instance format (images from COCO 2017)
   path: data/lvis/lvis_v1_train.json  # images (train2017/, val2017/ from each coco_url) found in data/coco, or data.image_root
@@ -171,9 +186,9 @@ reward:
 
 
 def lisa(size: str) -> str:
-    return f"""# LISA / ReasonSeg reasoning grounding, Qwen2-VL-{size.upper()} (Visual-RFT paper: 239 training images).
-name: lisa-grounding{'' if size == '2b' else '-7b'}
-description: LISA reasoning grounding (239 images), Qwen2-VL-{size.upper()}, 4-bit + LoRA GRPO
+    return f"""# LISA / ReasonSeg reasoning grounding, {label(size)} (Visual-RFT paper: 239 training images).
+name: lisa-grounding{suffix(size)}
+description: LISA reasoning grounding (239 images), {label(size)}, 4-bit + LoRA GRPO
 data:
   source: reasonseg           # LISA's ReasonSeg as released: <id>.jpg + <id>.json (instructions, polygons; no boxes)
   path: data/reason_seg/ReasonSeg  # the folder holding train/ (239 images); Visual-RFT's lisa_train.json works too
@@ -204,9 +219,9 @@ def open_vocab(which: str, size: str) -> str:
   task: detect
   eval_categories: {yaml_list(LVIS_OV_13)}  # the paper's 13 rare"""
         name = "lvis-ov-rare13"
-    return f"""# {head}, Qwen2-VL-{size.upper()} (Visual-RFT paper).
-name: {name}{'' if size == '2b' else '-7b'}
-description: "{head}, Qwen2-VL-{size.upper()}"
+    return f"""# {head}, {label(size)} (Visual-RFT paper).
+name: {name}{suffix(size)}
+description: "{head}, {label(size)}"
 data:
 {data}
   seed: 0
@@ -231,6 +246,10 @@ def all_presets() -> dict[str, str]:
         out[f"lisa-grounding{sfx}"] = lisa(size)
         out[f"coco-ov-base65{sfx}"] = open_vocab("coco", size)
         out[f"lvis-ov-rare13{sfx}"] = open_vocab("lvis", size)
+    for size in NEWER:  # the paper's headline settings on today's families
+        out[f"flowers-1shot{suffix(size)}"] = classification("flowers", 1, size)
+        out[f"coco-8cat-2shot{suffix(size)}"] = coco_fewshot(2, size)
+        out[f"lisa-grounding{suffix(size)}"] = lisa(size)
     return out
 
 

@@ -329,6 +329,9 @@ class CoordMap:
         """rel1000: 0–1000 relative to the image (Qwen2-VL, Qwen3-VL); pixel: absolute pixels
         of the original image; resized: absolute pixels of the processor-resized image
         (Qwen2.5-VL), which needs `resized_size`."""
+        if coords == "auto":
+            raise ValueError("coords 'auto' is resolved from the checkpoint's model_type when the model is chosen; "
+                             f"to score without a model pass one of {', '.join(COORDS)}")
         if coords not in COORDS:
             raise ValueError(f"coords must be one of {', '.join(COORDS)}; got {coords!r}")
         if image_size is None:

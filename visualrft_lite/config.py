@@ -38,16 +38,21 @@ class ModelConfig:
     """Which model to load and how."""
 
     name: str = "Qwen/Qwen2-VL-2B-Instruct"
-    """Hub id or local directory; `vrft-lite/tiny-qwen2-vl` is the tiny local model."""
+    """Hub id or local directory; `vrft-lite/tiny-qwen2-vl` is the tiny local model
+    (`vrft-lite/tiny-qwen2.5-vl`, `-qwen3-vl`, `-qwen3.5`: the other families' tiny models)."""
     quant: Literal["4bit", "8bit", "none"] = "4bit"
     """Base weights: NF4 4-bit (double quantisation), int8, or unquantised."""
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Compute dtype; auto = bf16 on CUDA, fp32 on CPU."""
     attn: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     """Attention kernel; auto = flash_attention_2 when flash-attn is importable on CUDA, else sdpa."""
-    coords: Literal["rel1000", "pixel", "resized"] = "rel1000"
-    """The model's box convention: Qwen2-VL/Qwen3-VL 0-1000 relative; Qwen2.5-VL absolute
-    pixels of the resized image (`resized`)."""
+    coords: Literal["auto", "rel1000", "pixel", "resized"] = "auto"
+    """The model's box convention; auto = the checkpoint's (its config.json model_type):
+    Qwen2-VL, Qwen3-VL, Qwen3.5 0-1000 relative (`rel1000`); Qwen2.5-VL absolute pixels of the
+    resized image (`resized`). A run's config.yaml records the resolved value."""
+    thinking: Literal["auto", "on", "off"] = "auto"
+    """Chat template's thinking mode (enable_thinking): auto = the template's default (Qwen3.5
+    opens <think> in the generation prompt); on / off pass enable_thinking=True / False."""
     min_pixels: int = 3136
     """Smallest image area after the processor's resize (3136 = 4·28·28, the paper's)."""
     max_pixels: int = 401408
@@ -61,7 +66,8 @@ class ModelConfig:
         _choice(self.quant, "model.quant", ("4bit", "8bit", "none"))
         _choice(self.dtype, "model.dtype", ("auto", "bf16", "fp16", "fp32"))
         _choice(self.attn, "model.attn", ("auto", "eager", "sdpa", "flash_attention_2"))
-        _choice(self.coords, "model.coords", ("rel1000", "pixel", "resized"))
+        _choice(self.coords, "model.coords", ("auto", "rel1000", "pixel", "resized"))
+        _choice(self.thinking, "model.thinking", ("auto", "on", "off"))
         _check(0 < self.min_pixels <= self.max_pixels, "need 0 < model.min_pixels <= model.max_pixels")
 
 

@@ -399,7 +399,7 @@ def run_eval(
     from visualrft_lite.data.common import apply_limit
     from visualrft_lite.data.sources import load_records
     from visualrft_lite.generate import inference_config, load_for_inference
-    from visualrft_lite.modeling.load import check_model_available
+    from visualrft_lite.modeling.load import resolve_model
     from visualrft_lite.rundir import prepare_output_dir
 
     if preset is None and data is None and adapter is None:
@@ -410,7 +410,7 @@ def run_eval(
     two_stage = cfg.eval.two_stage if two_stage is None else two_stage
     if two_stage and cfg.data.task != "detect":
         raise UserError(f"--two-stage is the detection protocol; data.task is {cfg.data.task}")
-    check_model_available(cfg.model.name)  # everything cheap first: model, data, output folder
+    resolve_model(cfg)  # everything cheap first: model (and its box convention), data, output folder
     loaded_records = load_records(cfg.data, "eval")
     records = apply_limit(loaded_records.records, limit, cfg.data.seed)  # as a run's eval.heldout: N picks them
     if not records:

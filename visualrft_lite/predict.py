@@ -196,7 +196,7 @@ def predict(
 
     from visualrft_lite.draw import draw_answer, drawing_paths
     from visualrft_lite.generate import inference_config, load_for_inference
-    from visualrft_lite.modeling.load import check_model_available
+    from visualrft_lite.modeling.load import resolve_model
     from visualrft_lite.rollout import Decoding, decode, encode_inputs
 
     out = out or sys.stdout
@@ -209,7 +209,7 @@ def predict(
         more = f" (and {len(results) - 1} more unreadable)" if len(results) > 1 else ""
         raise UserError(f"{first}{more}")
     cfg = inference_config(preset=preset, overrides=overrides, adapter=adapter, model=model)
-    check_model_available(cfg.model.name)  # one line in seconds, before anything slow
+    resolve_model(cfg)  # one line in seconds (and the box convention), before anything slow
     draw_to = drawing_paths(draw, list(images)) if draw is not None else None
     if draw is not None and not draw.is_dir():
         draw.parent.mkdir(parents=True, exist_ok=True)

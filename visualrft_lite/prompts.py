@@ -124,8 +124,11 @@ def template_fields(record: Record, coords: Coords = "rel1000") -> dict[str, Any
     if isinstance(options, (list, tuple)):
         options = option_lines([str(x) for x in options])
     fields["options"] = options.rstrip("\n") + "\n" if options else ""
-    fields.setdefault("box_range", _BOX_RANGE[coords])
-    fields.setdefault("point_range", _POINT_RANGE[coords])
+    # `auto` is resolved from the checkpoint before a run renders a prompt; a preview without a
+    # model (`data show`) words it as the default model's (Qwen2-VL, rel1000).
+    known = coords if coords in _BOX_RANGE else "rel1000"
+    fields.setdefault("box_range", _BOX_RANGE[known])
+    fields.setdefault("point_range", _POINT_RANGE[known])
     return fields
 
 
@@ -216,3 +219,28 @@ def sft_target(record: Record, image_size: tuple[int, int] | None = None, coords
     else:  # choice
         answer = str(sol).strip()
     return f"<think>{_think(record)}</think> <answer>{answer}</answer>"
+
+
+def after_prefix(prefix: str, text: str) -> str:
+    """The part of a full completion `text` the model writes after the template's `prefix`.
+
+    A template that opens the think block (Qwen3.5: "<think>\\n") leaves the model to write the
+    reasoning on; one that closes an empty block (thinking off) leaves it only the answer.
+    Scoring puts `prefix` back in front, so `prefix + after_prefix(prefix, t)` reads like `t`.
+
+    >>> after_prefix("<think>\\n", "<think>I see a cat.</think> <answer>cat</answer>")
+    'I see a cat.</think> <answer>cat</answer>'
+    >>> after_prefix("<think>\\n\\n</think>\\n\\n", "<think>I see a cat.</think> <answer>cat</answer>")
+    '<answer>cat</answer>'
+    >>> after_prefix("", "<answer>cat</answer>")
+    '<answer>cat</answer>'
+    """
+    opened = prefix.strip()
+    if not opened:
+        return text
+    if "</think>" in opened:
+        close = text.find("</think>")
+        return text[close + len("</think>"):].lstrip() if close >= 0 else text
+    if opened.endswith("<think>") and text.lstrip().startswith("<think>"):
+        return text.lstrip()[len("<think>"):].lstrip()
+    return text

@@ -11,13 +11,18 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 from visualrft_lite.answers import TASKS, check_size
+from visualrft_lite.modeling.families import FAMILIES
+from visualrft_lite.prompts import after_prefix
 from visualrft_lite.rewards import RewardOptions, score
 
 REWARD_HELP = """Score completions with the training reward: one JSON object per line in, one out.
 
 FILE is a JSONL file, or - for stdin. Each line holds the task, the completion, the ground
 truth, and the image size [width, height] in pixels (needed for detect, ground and point
-unless --coords pixel; with --coords resized also "resized_size", the processor's size):
+unless --coords pixel; with --coords resized also "resized_size", the processor's size).
+--family scores as a model family means it: Qwen2.5-VL's boxes are pixels of the resized
+image, Qwen2-VL's, Qwen3-VL's and Qwen3.5's are 0-1000 relative, and a Qwen3.5 completion
+continues the <think> its template opened:
 
 \b
   {"task": "detect", "image_size": [640, 800], "solution": [[64, 160, 192, 320]],
@@ -45,7 +50,17 @@ def _size(value: Any, key: str) -> tuple[float, float] | None:
     return None if value is None else check_size(value, key)
 
 
-def score_line(line: str, options: RewardOptions) -> dict[str, float]:
+def family_reading(family: str | None, coords: str | None) -> tuple[str, str]:
+    """(coords, template prefix) to score completions as `family` writes them: its box
+    convention unless `coords` is given, and what its chat template's generation prompt
+    already opened ("<think>\n" for Qwen3.5, which the completion continues)."""
+    if family is None:
+        return coords or "rel1000", ""
+    spec = FAMILIES[family]
+    return coords or spec.coords, "<think>\n" if spec.thinking_template else ""
+
+
+def score_line(line: str, options: RewardOptions, prefix: str = "") -> dict[str, float]:
     """One input line -> its reward components; ValueError with a one-line reason otherwise."""
     try:
         record = json.loads(line)
@@ -63,7 +78,7 @@ def score_line(line: str, options: RewardOptions) -> dict[str, float]:
         raise ValueError(f"completion must be a string; got {json.dumps(record['completion'])[:80]}")
     return score(
         task,
-        record["completion"],
+        prefix + after_prefix(prefix, record["completion"]) if prefix else record["completion"],
         record["solution"],
         image_size=_size(record.get("image_size"), "image_size"),
         resized_size=_size(record.get("resized_size"), "resized_size"),
@@ -71,7 +86,8 @@ def score_line(line: str, options: RewardOptions) -> dict[str, float]:
     )
 
 
-def score_jsonl(lines: Iterable[str | bytes], out: TextIO, err: TextIO, options: RewardOptions) -> tuple[int, int]:
+def score_jsonl(lines: Iterable[str | bytes], out: TextIO, err: TextIO, options: RewardOptions,
+                prefix: str = "") -> tuple[int, int]:
     """Score every line; write exactly one JSON object per input line to `out` (its reward
     components, or `{"error": reason, "line": N}`) and one `line N: reason` per failed line to
     `err`, so output line N always belongs to input line N. Returns (scored, failed)."""
@@ -85,7 +101,7 @@ def score_jsonl(lines: Iterable[str | bytes], out: TextIO, err: TextIO, options:
                     raise ValueError(f"not UTF-8 text (byte {e.start + 1})") from None
             if not line.strip():
                 raise ValueError("blank line")
-            result = score_line(line, options)
+            result = score_line(line, options, prefix)
         except (ValueError, TypeError, RecursionError) as e:  # a bad line never stops the others
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             out.write(json.dumps({"error": reason, "line": number}) + "\n")

@@ -71,10 +71,11 @@ def _number(value: Any, name: str) -> float:
 class RewardOptions:
     """Every choice a preset can make about the reward (the YAML `reward:` section)."""
 
-    coords: Literal["rel1000", "pixel", "resized"] = "rel1000"
+    coords: Literal["rel1000", "pixel", "resized", "auto"] = "rel1000"
     """How the model writes coordinates: rel1000 = integers 0-1000 relative to the image
-    (Qwen2-VL, Qwen3-VL); pixel = absolute pixels of the original image; resized = absolute
-    pixels of the processor-resized image (Qwen2.5-VL; needs the resized size)."""
+    (Qwen2-VL, Qwen3-VL, Qwen3.5); pixel = absolute pixels of the original image; resized =
+    absolute pixels of the processor-resized image (Qwen2.5-VL; needs the resized size).
+    auto follows model.coords: resolved from the checkpoint before anything is scored."""
     iou_threshold: float = 0.5
     """detect: a prediction matches a ground-truth box at IoU >= this (the paper: 0.5)."""
     iou_denominator: Literal["max", "pred"] = "max"
@@ -97,7 +98,7 @@ class RewardOptions:
     """total = sum of weight · component; a component left out weighs 1.0 (the paper's sum)."""
 
     def __post_init__(self) -> None:
-        _one_of(self.coords, "coords", COORDS)
+        _one_of(self.coords, "coords", (*COORDS, "auto"))
         self.iou_threshold = _number(self.iou_threshold, "iou_threshold")
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"reward.iou_threshold must be in (0, 1]; got {self.iou_threshold}")

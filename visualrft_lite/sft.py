@@ -60,7 +60,7 @@ def sft_targets(s: Session, records: list[Record], enc: Any) -> tuple[torch.Tens
     for p, rec in enumerate(records):
         text = sft_target(rec, rec.image_size or enc.images[p].size, coords=s.cfg.model.coords,
                           resized_size=enc.batch.resized_sizes[p])
-        rows.append(ops.tokenize(s.processor, text) + [tokens.eos[0]])
+        rows.append(ops.completion_tokens(s.processor, text) + [tokens.eos[0]])  # minus the template's <think>
     T = max(len(r) for r in rows)
     ids = torch.tensor([r + [tokens.pad] * (T - len(r)) for r in rows], device=s.device)
     mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows], device=s.device)

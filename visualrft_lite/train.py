@@ -324,7 +324,7 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
     processes = Processes(cfg.model.device)
     say = print if processes.main and not quiet else (lambda *_: None)
     # Everything cheap first: the model is reachable, the data loads, the folder is ours to write.
-    mload.check_model_available(cfg.model.name)
+    mload.resolve_model(cfg)  # reachable, supported; model.coords: auto -> the checkpoint's convention
     data = training_records(cfg)
     run_dir = resume if resume is not None else out or default_run_dir(cfg)
     latest = ckpt.resume_checkpoint(run_dir, echo=say) if resume is not None else None

@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 import torch
 
-from visualrft_lite.config import LoraConfig, ModelConfig
+from visualrft_lite.config import Config, LoraConfig, ModelConfig
 from visualrft_lite.errors import UserError
+from visualrft_lite.modeling.families import ATTENTION_MLP, Family, UnsupportedModel, family_of, resolve_coords
 from visualrft_lite.modeling.tiny import TINY_ALIASES
-
+from visualrft_lite.modeling.tiny_families import FAMILY_ALIASES
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Loaded:
     dtype: torch.dtype
     name: str
     """The resolved base: a hub id or a local directory."""
+    family: Family | None = None
+    """The checkpoint's family (its model_type)."""
 
 
 MISMATCH_FLAG = "--allow-base-mismatch"
@@ -65,6 +68,10 @@ def resolve_model_name(name: str) -> str:
         from visualrft_lite.modeling.tiny import ensure_tiny_model
 
         return str(ensure_tiny_model())
+    if name in FAMILY_ALIASES:
+        from visualrft_lite.modeling.tiny_families import ensure_tiny_family
+
+        return str(ensure_tiny_family(FAMILY_ALIASES[name]))
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
@@ -153,6 +160,57 @@ def probe_hub(name: str) -> None:
         raise UserError(f"cannot reach the Hugging Face hub at {endpoint} to fetch {name!r} ({reason}); {_FIX}") from None
 
 
+def checkpoint_model_type(source: ModelSource) -> str | None:
+    """The model_type in the checkpoint's config.json (one small file; no weights read)."""
+    if source.where == "local":
+        path: str | None = str(Path(source.name) / "config.json")
+    else:
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        found = try_to_load_from_cache(source.name, "config.json", cache_dir=source.cache_dir)
+        path = found if isinstance(found, str) else None
+        if path is None and not hub_offline():
+            try:
+                path = hf_hub_download(source.name, "config.json", cache_dir=source.cache_dir)
+            except Exception:  # noqa: BLE001 - the load itself will say what is wrong
+                path = None
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def checkpoint_family(source: ModelSource) -> Family:
+    """The supported family of a checkpoint; a one-line UserError for any other model_type."""
+    try:
+        return family_of(checkpoint_model_type(source))
+    except UnsupportedModel as e:
+        raise UserError(f"{source.name}: {e}") from None
+
+
+_WARNED: set[str] = set()
+
+
+def resolve_model(cfg: Config) -> Family:
+    """Before anything slow: the model is reachable, its family is supported, and
+    `model.coords: auto` becomes the family's box convention (in place on `cfg`, prompts and
+    rewards alike), so a run's config.yaml records the value its eval/predict/merge reuse.
+
+    An explicit model.coords that contradicts the family stays, with a warning naming both.
+    """
+    source = check_model_available(cfg.model.name)
+    family = checkpoint_family(source)
+    coords, warning = resolve_coords(cfg.model.coords, family)
+    if warning and warning not in _WARNED:  # train resolves, then its Session: say it once
+        _WARNED.add(warning)
+        print(f"warning: {warning}", file=sys.stderr)
+    cfg.model = dataclasses.replace(cfg.model, coords=coords)
+    cfg.reward = dataclasses.replace(cfg.reward, coords=coords)
+    return family
+
+
 def pick_device(cfg: ModelConfig) -> torch.device:
     if cfg.device != "auto":
         if cfg.device.startswith("cuda") and not torch.cuda.is_available():
@@ -182,9 +240,12 @@ def _has_flash_attn() -> bool:
 def load_processor(name: str, cfg: ModelConfig, **hub_kwargs: Any) -> Any:
     from transformers import AutoProcessor
 
+    from visualrft_lite.modeling.ops import set_thinking
+
     processor = AutoProcessor.from_pretrained(name, **hub_kwargs)
     # The image resize bounds (area in pixels) of the run, not the checkpoint's defaults.
     processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    set_thinking(processor, cfg.thinking)
     return processor
 
 
@@ -216,6 +277,7 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
 
     source = check_model_available(cfg.name)
     name = source.name
+    family = checkpoint_family(source)  # an unsupported model_type fails here, before any weight is read
     device = pick_device(cfg)
     dtype = dtype or pick_dtype(cfg, device)
     qcfg = _quantization_config(dataclasses.replace(cfg, quant=quant or cfg.quant), dtype)
@@ -252,12 +314,28 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
         model.to(device)
     model.requires_grad_(False)
     _no_cpu_repack(model)
+    if family.fused_experts:
+        print(f"warning: {fused_experts_note(model, family, qcfg is not None)}", file=sys.stderr)
     try:
         processor = load_processor(name, cfg, **hub_kwargs)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the processor of {cfg.name!r} (tokenizer / preprocessor files): "
                         f"{str(e).splitlines()[0][:200]}") from None
-    return Loaded(model=model, processor=processor, device=device, dtype=dtype, name=name)
+    return Loaded(model=model, processor=processor, device=device, dtype=dtype, name=name, family=family)
+
+
+def fused_experts_note(model: torch.nn.Module, family: Family, quantized: bool) -> str:
+    """What is and is not adapted / quantised in a model whose MoE experts are fused parameters."""
+    fused = [p for n, p in model.named_parameters() if ".experts." in n and p.dim() == 3]
+    gb = sum(p.numel() * p.element_size() for p in fused) / 1e9
+    quant = "not quantised (bitsandbytes quantises nn.Linear only)" if quantized else "unquantised"
+    adapted = "attention" + (" and linear-attention" if "in_proj_qkv" in family.lora_targets else "")
+    if any("shared_expert" in n for n, _ in model.named_modules()):
+        adapted += " layers and the shared expert's MLP"
+    else:
+        adapted += " layers"
+    return (f"{family.label}: the MoE experts ({len(fused)} fused parameters, {gb:.2f} GB) are {quant}; "
+            f"LoRA adapts the {adapted} only, never the experts")
 
 
 def _no_cpu_repack(model: torch.nn.Module) -> None:
@@ -269,9 +347,17 @@ def _no_cpu_repack(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def lora_target_regex(cfg: LoraConfig) -> str:
+def lora_targets(cfg: LoraConfig, family: Family | None = None) -> list[str]:
+    """The module names LoRA adapts: the configured ones; the default set means every
+    attention-like and MLP linear of the family (Qwen3.5's linear-attention projections too)."""
+    if family is not None and set(cfg.target_modules) == set(ATTENTION_MLP):
+        return list(family.lora_targets)
+    return list(cfg.target_modules)
+
+
+def lora_target_regex(cfg: LoraConfig, family: Family | None = None) -> str:
     """Adapters on the language model's linear layers (and the vision tower's if asked)."""
-    names = "|".join(sorted(set(cfg.target_modules)))
+    names = "|".join(sorted(set(lora_targets(cfg, family))))
     scope = r"(language_model|visual)" if cfg.train_vision else r"language_model"
     vision = r"|.*visual.*\.(qkv|proj|fc1|fc2)" if cfg.train_vision else ""
     return rf".*{scope}.*\.({names}){vision}"
@@ -286,7 +372,7 @@ def add_lora(loaded: Loaded, cfg: LoraConfig, *, gradient_checkpointing: bool, s
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=lora_target_regex(cfg),
+        target_modules=lora_target_regex(cfg, loaded.family),
         bias="none",
     )
     torch.manual_seed(seed)  # adapter A matrices are random; B starts at zero
@@ -295,6 +381,20 @@ def add_lora(loaded: Loaded, cfg: LoraConfig, *, gradient_checkpointing: bool, s
     if not any(p.requires_grad for p in model.parameters()):
         raise UserError(f"lora.target_modules {cfg.target_modules} matched no layer of {loaded.name}")
     loaded.model = model
+    if int(os.environ.get("RANK", "0")) == 0:
+        counts = adapted_modules(model)
+        label = loaded.family.label if loaded.family else "model"
+        print(f"LoRA adapters on {label}: " + ", ".join(f"{n} {k}" for k, n in counts.items()), file=sys.stderr)
+
+
+def adapted_modules(model: torch.nn.Module) -> dict[str, int]:
+    """How many modules of each kind (its last name: q_proj, in_proj_qkv, ...) carry an adapter."""
+    counts: dict[str, int] = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and len(getattr(module, "lora_A", {})) > 0:
+            kind = name.rsplit(".", 1)[-1]
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def load_adapter(loaded: Loaded, adapter_dir: str | Path, *, trainable: bool = False,
@@ -449,10 +549,10 @@ def adapter_base_name(adapter_dir: str | Path) -> str | None:
 def base_identity(name: str) -> str:
     """One spelling per model: an absolute directory, a hub id (a hub cache snapshot maps back
     to its id), the tiny alias as its built folder."""
-    if name in TINY_ALIASES:
+    if name in TINY_ALIASES or name in FAMILY_ALIASES:
         name = resolve_model_name(name)
     path = Path(name).expanduser()
-    if path.name.startswith("tiny-qwen2-vl-v"):  # a tiny build is its build tag, whichever cache holds it
+    if path.name.startswith("tiny-qwen") and "-seed" in path.name:  # a tiny build is its build tag, whichever cache holds it
         return f"tiny:{path.name}"
     if not path.exists():
         return name

@@ -7,9 +7,18 @@ one batch. Text after a prompt continues at `next_position` (its length + rope d
 all three M-RoPE axes; positions are always passed explicitly, so no model-side cached
 state leaks between calls.
 
-Each image goes through the vision tower once per step (`image_features`); the features
-are reused by the prefill, the reference pass and every policy micro-batch
-(`mm_encoder_outputs`), never re-encoded for each of the G completions.
+Each image goes through the vision tower once per step (`image_features`); the whole vision
+output (Qwen3-VL's DeepStack features included) is reused by the prefill, the reference pass
+and every policy micro-batch (`mm_encoder_outputs`), never re-encoded for each of the G
+completions.
+
+Families differ only here and in `load.py`: the vision output (pooled features, plus
+DeepStack features for Qwen3-VL), the cache (Qwen3.5's hybrid cache holds linear-attention
+states, shared across G rows with the cache API's generic `reorder_cache`), and the chat
+template (Qwen3.5 opens `<think>` in the generation prompt: `template_prefix`). Left padding
+is exact for linear-attention layers too: transformers zeroes the padded positions' input to
+each Gated-DeltaNet layer, so its conv and recurrent states are still zero at the first real
+token (tests/test_families.py compares against unpadded forwards).
 
 This module, with the rest of `modeling/`, is the only place that calls transformers,
 peft or the tokenizer.
@@ -18,6 +27,7 @@ peft or the tokenizer.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -90,12 +100,18 @@ def concat_batches(batches: Sequence[PromptBatch]) -> PromptBatch:
 
 @dataclass(frozen=True)
 class VisionFeatures:
-    """The vision tower's output for each image of a PromptBatch, in prompt order."""
+    """The vision tower's output for each image of a PromptBatch, in prompt order.
+
+    `deepstack` is Qwen3-VL's: per image, one tensor per DeepStack layer (added to the
+    hidden states of the first decoder layers at the image positions); empty otherwise.
+    """
 
     per_image: tuple[torch.Tensor, ...]  # each [n_image_tokens_i, H]
+    deepstack: tuple[tuple[torch.Tensor, ...], ...] = ()  # [image][layer] -> [n_image_tokens_i, H]
 
     def select(self, index: Sequence[int]) -> VisionFeatures:
-        return VisionFeatures(tuple(self.per_image[i] for i in index))
+        return VisionFeatures(tuple(self.per_image[i] for i in index),
+                              tuple(self.deepstack[i] for i in index) if self.deepstack else ())
 
 
 @dataclass(frozen=True)
@@ -113,9 +129,31 @@ def core(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+_TEMPLATE_OPTIONS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+ASSISTANT_TURN = "<|im_start|>assistant\n"
+
+
+def set_thinking(processor: Any, thinking: str) -> None:
+    """model.thinking: `on` / `off` pass enable_thinking to the chat template; `auto` passes
+    nothing (the template's default). Kept beside the processor, never saved with it."""
+    _TEMPLATE_OPTIONS[processor] = {} if thinking == "auto" else {"enable_thinking": thinking == "on"}
+
+
 def chat_text(processor: Any, prompt: str) -> str:
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                         **_TEMPLATE_OPTIONS.get(processor, {}))
+
+
+def template_prefix(processor: Any) -> str:
+    """What the generation prompt already wrote of the assistant's turn: "" for Qwen2-VL,
+    "<think>\n" for Qwen3.5 (thinking), "<think>\n\n</think>\n\n" with thinking off.
+
+    Completions are scored, printed and supervised as `prefix + completion`, so a correct
+    answer after the template's `<think>` earns the format reward."""
+    text = chat_text(processor, "?")
+    at = text.rfind(ASSISTANT_TURN)
+    return text[at + len(ASSISTANT_TURN):] if at >= 0 else ""
 
 
 def special_tokens(processor: Any, model: Any | None = None) -> SpecialTokens:
@@ -137,7 +175,17 @@ def tokenize(processor: Any, text: str) -> list[int]:
 
 
 def detokenize(processor: Any, rows: Sequence[torch.Tensor]) -> list[str]:
-    return processor.tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)
+    """Completions as text, each after what the template already wrote (`template_prefix`)."""
+    prefix = template_prefix(processor)
+    return [prefix + t for t in processor.tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=True)]
+
+
+def completion_tokens(processor: Any, text: str) -> list[int]:
+    """Token ids of a supervised completion `text` written in full (`<think>…</think> <answer>…`),
+    without the part the template's generation prompt already wrote."""
+    from visualrft_lite.prompts import after_prefix
+
+    return tokenize(processor, after_prefix(template_prefix(processor), text))
 
 
 def encode_prompts(model: Any, processor: Any, images: Sequence[Image.Image], prompts: Sequence[str],
@@ -182,6 +230,8 @@ def pad_prompts(model: Any, prompts: Sequence[EncodedPrompt], pad: int, device: 
     for i, p in enumerate(prompts):
         ids = p.input_ids.to(device)[None]  # [1, n]
         n = ids.shape[1]
+        # Qwen2.5-VL's extra argument (second_per_grid_ts) is for videos only; every family
+        # takes these four for one image.
         positions, delta = core(model).model.get_rope_index(
             ids, mm_token_type_ids=p.mm_token_type_ids.to(device)[None], image_grid_thw=p.image_grid_thw.to(device),
             attention_mask=torch.ones_like(ids))  # [3, 1, n], [1, 1]
@@ -202,16 +252,26 @@ def pad_prompts(model: Any, prompts: Sequence[EncodedPrompt], pad: int, device: 
 
 
 def image_features(model: Any, batch: PromptBatch) -> VisionFeatures:
-    """One vision-tower pass over every image of the batch."""
+    """One vision-tower pass over every image of the batch, all of its output kept."""
     out = core(model).model.get_image_features(batch.pixel_values, batch.image_grid_thw, return_dict=True)
-    return VisionFeatures(tuple(out.pooler_output))
+    deepstack = getattr(out, "deepstack_features", None) or []  # [layer][image] (Qwen3-VL)
+    per_image_layers = tuple(tuple(layer[i] for layer in deepstack) for i in range(len(out.pooler_output)))
+    return VisionFeatures(tuple(out.pooler_output), per_image_layers if deepstack else ())
 
 
 def _mm(features: VisionFeatures, rows: Sequence[int]) -> dict[str, Any]:
-    """Precomputed vision output for the rows of a forward pass (row r uses image rows[r])."""
+    """Precomputed vision output for the rows of a forward pass (row r uses image rows[r]),
+    in the output type the family's forward reads."""
+    pooled = tuple(features.per_image[i] for i in rows)
+    if features.deepstack:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        layers = len(features.deepstack[0])
+        deepstack = [tuple(features.deepstack[i][k] for i in rows) for k in range(layers)]  # [layer][row]
+        return {"image": BaseModelOutputWithDeepstackFeatures(pooler_output=pooled, deepstack_features=deepstack)}
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    return {"image": BaseModelOutputWithPooling(pooler_output=tuple(features.per_image[i] for i in rows))}
+    return {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
 
 
 def _mask_or_none(mask: torch.Tensor) -> torch.Tensor | None:
@@ -239,10 +299,30 @@ def prefill(model: Any, batch: PromptBatch, features: VisionFeatures) -> tuple[t
     return logits, out.cache
 
 
-def repeat_cache(cache: Any, times: int) -> None:
-    """Each prompt's cached keys/values repeated for its `times` completions, in place."""
+def repeat_cache(cache: Any, times: int, prompts: int | None = None) -> None:
+    """Each prompt's cached state repeated for its `times` completions, in place.
+
+    `reorder_cache` is the operation every cache layer type implements (attention keys and
+    values, and the conv and recurrent states of linear-attention layers; the batch-repeat
+    helper exists for attention layers only), so rows 0..P-1 become 0,0,..,1,1,.. for all.
+    `prompts` (P) is read from the cache when not given.
+    """
     if times > 1:
-        cache.batch_repeat_interleave(times)
+        rows = prompts if prompts is not None else _cache_rows(cache)
+        cache.reorder_cache(torch.arange(rows).repeat_interleave(times))
+
+
+def _cache_rows(cache: Any) -> int:
+    """The batch size of a filled cache, from any layer type's tensors."""
+    for layer in cache.layers:
+        keys = getattr(layer, "keys", None)
+        if isinstance(keys, torch.Tensor) and keys.dim() > 1:
+            return keys.shape[0]
+        for states in (getattr(layer, "conv_states", None), getattr(layer, "recurrent_states", None)):
+            for t in (states.values() if isinstance(states, dict) else []):
+                if isinstance(t, torch.Tensor) and t.dim() > 1:
+                    return t.shape[0]
+    raise ValueError("the cache holds no state yet; prefill before repeating it")
 
 
 def decode(model: Any, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,

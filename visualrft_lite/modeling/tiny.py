@@ -269,16 +269,19 @@ def _expanded(corpus: list[str]) -> list[str]:
     return corpus + [c.lower() for c in corpus] + [c.upper() for c in corpus] + [c.title() for c in corpus]
 
 
-def _build_processor(corpus: list[str]) -> Any:
-    from transformers import Qwen2Tokenizer, Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+def build_tokenizer(corpus: list[str] | None = None, cls: Any = None) -> Any:
+    """The tiny BPE (trained on `corpus`, default the built-in one) with Qwen's special tokens at
+    fixed ids, as a `cls` tokenizer (default Qwen2Tokenizer). Every tiny family shares it."""
+    from transformers import Qwen2Tokenizer
     from tokenizers import AddedToken
 
-    bpe = _train_tokenizer(corpus)
+    cls = cls or Qwen2Tokenizer
+    bpe = _train_tokenizer(corpus if corpus is not None else _corpus())
     model = json.loads(bpe.to_str())["model"]
     # The special tokens sit in the BPE vocab itself, after the merges, so that every way of
     # adding them (Qwen2Tokenizer adds eos/pad first on init) finds these exact ids.
     vocab = {**model["vocab"], **SPECIAL_TOKEN_IDS}
-    tokenizer = Qwen2Tokenizer(
+    tokenizer = cls(
         vocab=vocab, merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]],
         unk_token=None, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         model_max_length=4096, errors="replace", split_special_tokens=False, clean_up_tokenization_spaces=False,
@@ -289,6 +292,13 @@ def _build_processor(corpus: list[str]) -> Any:
     got = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     if got != SPECIAL_TOKEN_IDS:
         raise RuntimeError(f"tiny tokenizer special ids {got} differ from {SPECIAL_TOKEN_IDS}")
+    return tokenizer
+
+
+def _build_processor(corpus: list[str]) -> Any:
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    tokenizer = build_tokenizer(corpus)
     ip = IMAGE_PROCESSOR
     common = dict(patch_size=ip["patch_size"], temporal_patch_size=ip["temporal_patch_size"],
                   merge_size=ip["merge_size"], image_mean=ip["image_mean"], image_std=ip["image_std"])
