@@ -49,7 +49,6 @@ _WHAT = {
     "reasonseg": "ReasonSeg's folder (train/, val/, test/) or Visual-RFT's lisa_train.json",
     **{name: f"the folder {d.folder}/ of the official download, or its parent" for name, d in OFFICIAL.items()},
 }
-CLASSIFY_SOURCES = ("folder", *OFFICIAL)
 
 
 def synthetic_root(cfg: DataConfig) -> Path:

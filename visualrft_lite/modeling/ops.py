@@ -188,15 +188,6 @@ def completion_tokens(processor: Any, text: str) -> list[int]:
     return tokenize(processor, after_prefix(template_prefix(processor), text))
 
 
-def encode_prompts(model: Any, processor: Any, images: Sequence[Image.Image], prompts: Sequence[str],
-                   device: torch.device) -> PromptBatch:
-    """Chat template + image for each (image, prompt), left-padded into one PromptBatch."""
-    if len(images) != len(prompts) or not images:
-        raise ValueError(f"need one prompt per image; got {len(images)} images, {len(prompts)} prompts")
-    encoded = [encode_prompt(processor, image, prompt) for image, prompt in zip(images, prompts)]
-    return pad_prompts(model, encoded, special_tokens(processor).pad, device)
-
-
 def encode_prompt(processor: Any, image: Image.Image, prompt: str) -> EncodedPrompt:
     """One prompt through the chat template and the processor; ValueError for an image it refuses."""
     text = chat_text(processor, prompt)
