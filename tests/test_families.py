@@ -72,7 +72,8 @@ def own_forward(model, processor, image, prompt, completion: torch.Tensor) -> to
 def test_vision_once_paths_match_the_models_own_forward(family, loaded, monkeypatch):
     model, processor = loaded(family)
     images = _images()
-    batch = ops.encode_prompts(model, processor, images, PROMPTS, torch.device("cpu"))
+    encoded = [ops.encode_prompt(processor, image, prompt) for image, prompt in zip(images, PROMPTS)]
+    batch = ops.pad_prompts(model, encoded, ops.special_tokens(processor).pad, torch.device("cpu"))
     assert not bool(batch.attention_mask.all())  # the second prompt is left-padded
     n = 2  # completions per prompt share its prefill
     completion = torch.tensor([[7, 8, 9, 10], [11, 12, 13, 14], [15, 16, 17, 18], [19, 20, 21, 22]])  # rows 0,1: prompt 0
