@@ -9,10 +9,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +26,12 @@ from visualrft_lite.errors import UserError
 from visualrft_lite.modeling.families import ATTENTION_MLP, Family, UnsupportedModel, family_of, resolve_coords
 from visualrft_lite.modeling.tiny import TINY_ALIASES
 from visualrft_lite.modeling.tiny_families import FAMILY_ALIASES
+
+# Two notes every run would print that name nothing a user can act on: peft reads transformers'
+# deprecated `is_gradient_checkpointing` (peft's call, not ours), and bitsandbytes' CPU backend
+# mentions an optional kernels package it falls back without.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass
