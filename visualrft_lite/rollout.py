@@ -103,14 +103,21 @@ def filter_logits(logits: torch.Tensor, *, top_k: int, top_p: float) -> torch.Te
     return logits
 
 
-def next_tokens(logits: torch.Tensor, decoding: Decoding, *, step: int, generated: torch.Tensor,
-                tokens: ops.SpecialTokens, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one token per row from [B, V] logits -> [B]."""
-    logits = logits.float().clone()  # [B, V]
-    banned = list(tokens.never_sampled) + (list(tokens.eos) if step < decoding.min_new_tokens else [])
-    if banned:
-        logits[:, banned] = float("-inf")
-    logits[:, tokens.vocab_size:] = float("-inf")  # embedding rows past the tokenizer
+def logit_bias(tokens: ops.SpecialTokens, vocab_rows: int, device: torch.device,
+               *, ban_eos: bool = False) -> torch.Tensor:
+    """Additive [V] bias, built once per decode: -inf on ids never to pick (vision placeholders,
+    turn starts, embedding rows past the tokenizer; with `ban_eos` the end ids too), 0 elsewhere."""
+    bias = torch.zeros(vocab_rows, device=device)
+    banned = list(tokens.never_sampled) + (list(tokens.eos) if ban_eos else [])
+    bias[torch.tensor(banned, dtype=torch.long)] = float("-inf")
+    bias[tokens.vocab_size:] = float("-inf")
+    return bias
+
+
+def next_tokens(logits: torch.Tensor, decoding: Decoding, *, bias: torch.Tensor, generated: torch.Tensor,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row from [B, V] logits plus the [V] `bias` -> [B]."""
+    logits = logits.float() + bias  # [B, V]
     if decoding.repetition_penalty != 1.0 and generated.numel():
         seen = torch.gather(logits, 1, generated)
         seen = torch.where(seen > 0, seen / decoding.repetition_penalty, seen * decoding.repetition_penalty)
@@ -162,10 +169,13 @@ def _decode_chunk(model: Any, batch: ops.PromptBatch, features: ops.VisionFeatur
     start = batch.next_position.repeat_interleave(per_prompt)  # [N]
     padded = not bool(mask.all())
     eos = torch.tensor(tokens.eos, device=device)
+    bias = logit_bias(tokens, logits.shape[1], device)  # [V]
+    bias_no_eos = logit_bias(tokens, logits.shape[1], device, ban_eos=True)  # [V] before min_new_tokens
     out = torch.empty(rows, 0, dtype=torch.long, device=device)  # [N, t]
     done = torch.zeros(rows, dtype=torch.bool, device=device)  # [N]
     for step in range(decoding.max_new_tokens):
-        nxt = next_tokens(logits, decoding, step=step, generated=out, tokens=tokens, generator=generator)  # [N]
+        nxt = next_tokens(logits, decoding, bias=bias_no_eos if step < decoding.min_new_tokens else bias,
+                          generated=out, generator=generator)  # [N]
         nxt = torch.where(done, torch.full_like(nxt, tokens.pad), nxt)
         out = torch.cat([out, nxt[:, None]], dim=1)
         done = done | torch.isin(nxt, eos)
