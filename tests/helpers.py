@@ -20,3 +20,23 @@ def assert_one_line_error(result, *needles: str) -> None:
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], errors[0]
+
+
+def cached_decode_logits(model, batch, features, completion, per_prompt: int):
+    """Teacher-forced logits [N, T, V] through the decoder's path: one prefill of the batch,
+    its cache repeated per_prompt times, then one cached decode step per completion token
+    (rows per_prompt*p ... answer prompt p)."""
+    import torch
+
+    from visualrft_lite.modeling import ops
+
+    first, cache = ops.prefill(model, batch, features)  # [P, V]
+    ops.repeat_cache(cache, per_prompt)
+    mask = batch.attention_mask.repeat_interleave(per_prompt, 0)
+    start = batch.next_position.repeat_interleave(per_prompt)
+    steps = [first.repeat_interleave(per_prompt, 0)]
+    for t in range(completion.shape[1] - 1):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        steps.append(ops.decode(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
+    return torch.stack(steps, 1)
+

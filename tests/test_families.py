@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import cached_decode_logits
 import torch
 from PIL import Image
 
@@ -84,15 +85,7 @@ def test_vision_once_paths_match_the_models_own_forward(family, loaded, monkeypa
         features = ops.image_features(model, batch)
         if family == "qwen3_vl":
             assert features.deepstack and len(features.deepstack[0]) == 2  # two DeepStack layers per image
-        first, cache = ops.prefill(model, batch, features)  # [2, V]
-        ops.repeat_cache(cache, n)
-        mask = batch.attention_mask.repeat_interleave(n, 0)
-        start = batch.next_position.repeat_interleave(n)
-        steps = [first.repeat_interleave(n, 0)]
-        for t in range(completion.shape[1] - 1):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            steps.append(ops.decode(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
-        decoded = torch.stack(steps, 1)  # [4, T, V]
+        decoded = cached_decode_logits(model, batch, features, completion, n)  # [4, T, V]
         index = [0, 0, 1, 1]
         hidden = model.lm_head(ops.completion_hidden(model, batch, features, index, completion))  # [4, T, V]
         assert len(calls) == 1  # one vision pass for prefill, decode and the shared-feature forward

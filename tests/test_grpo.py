@@ -226,6 +226,14 @@ def test_token_logprobs_keeps_no_logits_for_backward():
     # With checkpointing, nothing [*, V] is saved for backward (only hidden, weight, targets);
     # without it, every chunk's logits would stay alive until backward.
     hidden, weight, _, targets = _inputs(n=N_BIG, h=H_SMALL, v=V_BIG)
+    saved = _saved_for_backward(lambda: token_logprobs(hidden, weight, targets, chunk_size=CHUNK))
+    assert _vocab_rows(saved, V_BIG) == []
+    saved = _saved_for_backward(lambda: _reference_logprobs(hidden, weight, targets))
+    assert N_BIG in _vocab_rows(saved, V_BIG)  # the naive path does keep [N, V]
+
+
+def _saved_for_backward(fn) -> list[tuple[int, ...]]:
+    """Shapes of the tensors autograd keeps for backward while `fn` runs."""
     saved: list[tuple[int, ...]] = []
 
     def pack(t):
@@ -233,13 +241,8 @@ def test_token_logprobs_keeps_no_logits_for_backward():
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        token_logprobs(hidden, weight, targets, chunk_size=CHUNK)
-    assert _vocab_rows(saved, V_BIG) == []
-
-    saved.clear()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _reference_logprobs(hidden, weight, targets)
-    assert N_BIG in _vocab_rows(saved, V_BIG)  # the naive path does keep [N, V]
+        fn()
+    return saved
 
 
 # ---------------------------------------------------------------- the loss
@@ -644,14 +647,7 @@ def test_token_entropy_hand_derived():
 
 def test_token_entropy_keeps_no_logits_for_backward_and_handles_empty():
     hidden, weight, _, targets = _inputs(n=N_BIG, h=H_SMALL, v=V_BIG)
-    saved: list[tuple[int, ...]] = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        token_logprobs(hidden, weight, targets, chunk_size=CHUNK, return_entropy=True)
+    saved = _saved_for_backward(lambda: token_logprobs(hidden, weight, targets, chunk_size=CHUNK, return_entropy=True))
     assert _vocab_rows(saved, V_BIG) == []
     logp, entropy = token_logprobs(hidden[:0], weight, targets[:0], return_entropy=True)
     assert logp.shape == entropy.shape == (0,)

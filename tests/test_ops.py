@@ -10,6 +10,7 @@ with pixel_values gives for each prompt on its own.
 from __future__ import annotations
 
 import pytest
+from helpers import cached_decode_logits
 import torch
 
 from visualrft_lite.modeling import ops
@@ -86,15 +87,7 @@ def test_prefill_and_cached_decode_match_full_forward_for_a_padded_batch(toy):
     completion = torch.tensor([[7, 8, 9], [10, 11, 12], [13, 14, 15], [16, 17, 18]])  # rows 0,1: prompt 0
     with torch.no_grad():
         features = ops.image_features(model, batch)
-        first, cache = ops.prefill(model, batch, features)  # [2, V]
-        ops.repeat_cache(cache, n)
-        mask = batch.attention_mask.repeat_interleave(n, 0)
-        start = batch.next_position.repeat_interleave(n)
-        steps = [first.repeat_interleave(n, 0)]
-        for t in range(completion.shape[1] - 1):
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            steps.append(ops.decode(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
-        mine = torch.stack(steps, 1)  # [4, T, V]
+        mine = cached_decode_logits(model, batch, features, completion, n)  # [4, T, V]
         for r in range(4):
             ref = own_forward(model, prompts[r // n], completion[r: r + 1])
             torch.testing.assert_close(mine[r: r + 1], ref, atol=1e-5, rtol=1e-5)
