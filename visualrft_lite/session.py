@@ -86,7 +86,8 @@ class Session:
 
         latest = checkpoint or (ckpt.resume_checkpoint(run_dir, echo=None) if resume else None)
         state = ckpt.load_trainer_state(latest) if latest is not None else None
-        mload.resolve_model(cfg)  # model.coords: auto -> the checkpoint's convention (no-op once resolved)
+        if cfg.model.coords == "auto":  # `train` resolved it already; a Session built on its own does it here
+            mload.resolve_model(cfg)
         mcfg = cfg.model
         if p.world > 1 or mcfg.device == "auto":
             mcfg = dataclasses.replace(mcfg, device=str(p.device))

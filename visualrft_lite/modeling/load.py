@@ -198,9 +198,6 @@ def checkpoint_family(source: ModelSource) -> Family:
         raise UserError(f"{source.name}: {e}") from None
 
 
-_WARNED: set[str] = set()
-
-
 def resolve_model(cfg: Config) -> Family:
     """Before anything slow: the model is reachable, its family is supported, and
     `model.coords: auto` becomes the family's box convention (in place on `cfg`, prompts and
@@ -211,8 +208,7 @@ def resolve_model(cfg: Config) -> Family:
     source = check_model_available(cfg.model.name)
     family = checkpoint_family(source)
     coords, warning = resolve_coords(cfg.model.coords, family)
-    if warning and warning not in _WARNED:  # train resolves, then its Session: say it once
-        _WARNED.add(warning)
+    if warning:
         print(f"warning: {warning}", file=sys.stderr)
     cfg.model = dataclasses.replace(cfg.model, coords=coords)
     cfg.reward = dataclasses.replace(cfg.reward, coords=coords)
