@@ -372,3 +372,18 @@ def test_resume_recovers_a_damaged_run_directory(cfg_for, tmp_path, reachable_re
     assert "step-000002" in out  # named as skipped
     assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]  # step 2 redone from step 1, torn line gone
 
+
+
+def test_train_force_on_a_users_folder_deletes_nothing(tiny_model_dir, shapes_root, tmp_path, monkeypatch):
+    # the reported case: `train --out . --force` in a folder of the user's own files
+    from helpers import assert_one_line_error, invoke
+
+    (tmp_path / "notes.txt").write_text("precious")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print(1)")
+    monkeypatch.chdir(tmp_path)
+    args = tiny_overrides(tiny_model_dir, shapes_root, **{"train.steps": 1})
+    result = invoke("train", "--preset", "demo", "--out", ".", "--force", *[x for a in args for x in ("--set", a)])
+    assert_one_line_error(result, "notes.txt")
+    assert (tmp_path / "notes.txt").read_text() == "precious" and (tmp_path / "src" / "main.py").is_file()
+    assert not (tmp_path / "config.yaml").exists()
