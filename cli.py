@@ -15,6 +15,9 @@ from typing import Any, Callable
 import click
 
 from visualrft_lite.errors import StopRequested, UserError
+from visualrft_lite.modeling.families import FAMILIES
+
+FAMILY_NAMES = FAMILIES.names()
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -48,6 +51,30 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 preset_option = click.option("--preset", "-p", metavar="NAME|PATH",
                              help="A shipped preset (vrft-lite presets list) or a YAML file.")
+
+
+def _load_plugins(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Eager: plugins load before any other option is read, so their tasks are valid --task values."""
+    if not value:
+        return ()
+    from visualrft_lite.plugins import load_plugins
+
+    try:
+        return load_plugins(value)
+    except UserError as e:
+        raise click.ClickException(str(e)) from None
+
+
+plugin_option = click.option(
+    "--plugin", "plugins", multiple=True, metavar="FILE.py", is_eager=True, callback=_load_plugins,
+    help="A Python file registering your own tasks or reward components (see README, \"Your own task\"); "
+         "repeatable; a run records it in its config.yaml.")
+
+
+def task_help(what: str) -> str:
+    from visualrft_lite.tasks import TASKS
+
+    return f"{what}: {', '.join(TASKS.names())}, or one a --plugin registers (vrft-lite list tasks)."
 allow_mismatch_option = click.option(
     "--allow-base-mismatch", is_flag=True,
     help="Load an adapter on a base it was not trained on (refused by default: its answers are noise).")
@@ -91,13 +118,14 @@ def presets_list() -> None:
 @presets.command("show")
 @click.argument("name")
 @click.option("--resolved", is_flag=True, help="Print the full config with every default filled in.")
+@plugin_option
 @user_errors
-def presets_show(name: str, resolved: bool) -> None:
+def presets_show(name: str, resolved: bool, plugins: tuple[str, ...]) -> None:
     """Print a preset's YAML (comments included), e.g. `vrft-lite presets show flowers-1shot`."""
     from visualrft_lite.config import load_config, resolve_preset
 
     if resolved:
-        click.echo(load_config(name).to_yaml(), nl=False)
+        click.echo(load_config(name, plugins=plugins).to_yaml(), nl=False)
     else:
         click.echo(resolve_preset(name).read_text(), nl=False)
 
@@ -117,10 +145,12 @@ def data() -> None:
               help="Write a contact sheet of records with their ground truth drawn.")
 @click.option("--split", type=click.Choice(["train", "eval", "both"]), default="both", show_default=True,
               help="Which split to load and describe.")
-@click.option("-n", "count", type=click.IntRange(1, 64), default=16, show_default=True,
+@click.option("-n", "sheet_size", type=click.IntRange(1, 64), default=16, show_default=True,
               help="Records on the contact sheet (spread over the split).")
+@plugin_option
 @user_errors
-def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, split: str, count: int) -> None:
+def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, split: str, sheet_size: int,
+              plugins: tuple[str, ...]) -> None:
     """Load the records exactly as train (and eval) would and describe them.
 
     \b
@@ -137,7 +167,7 @@ def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, 
     if not preset:
         raise click.UsageError("pass --preset NAME (see vrft-lite presets list)")
     splits = ("train", "eval") if split == "both" else (split,)
-    lines, _ = show(load_config(preset, overrides), splits=splits, out=out, n=count)  # type: ignore[arg-type]
+    lines, _ = show(load_config(preset, overrides, plugins=plugins), splits=splits, out=out, n=sheet_size)  # type: ignore[arg-type]
     click.echo("\n".join(lines))
 
 
@@ -153,30 +183,32 @@ def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--resume", type=click.Path(path_type=Path, exists=True, file_okay=False),
                      help="Continue a run from its last checkpoint (its config.yaml is used)."),
         click.option("--force", is_flag=True, help="Overwrite a non-empty --out."),
+        plugin_option,
     ]):
         fn = option(fn)
     return fn
 
 
-def run_config(preset: str | None, overrides: tuple[str, ...], resume: Path | None) -> Any:
-    """A new run's config (--preset + --set), or a resumed run's own config.yaml."""
+def run_config(preset: str | None, overrides: tuple[str, ...], resume: Path | None, plugins: tuple[str, ...]) -> Any:
+    """A new run's config (--preset + --set + --plugin), or a resumed run's own config.yaml."""
     from visualrft_lite.config import load_config
-    from visualrft_lite.train import load_run_config
+    from visualrft_lite.rundir import RunDir
 
     if resume is not None:
         if preset:
             raise click.UsageError("--resume uses the run's own config.yaml; drop --preset")
-        return load_run_config(resume, overrides)
+        return RunDir(resume).resume_config(overrides)
     if not preset:
         raise click.UsageError("pass --preset NAME (see vrft-lite presets list) or --resume RUN_DIR")
-    return load_config(preset, overrides)
+    return load_config(preset, overrides, plugins=plugins)
 
 
 
 @main.command()
 @run_options
 @user_errors
-def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool) -> None:
+def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool,
+          plugins: tuple[str, ...]) -> None:
     """Fine-tune with Visual-RFT (GRPO) and write a run directory.
 
     \b
@@ -190,13 +222,14 @@ def train(preset: str | None, overrides: tuple[str, ...], out: Path | None, resu
     """
     from visualrft_lite.train import train as run_train
 
-    run_train(run_config(preset, overrides, resume), out=out, resume=resume, force=force)
+    run_train(run_config(preset, overrides, resume, plugins), out=out, resume=resume, force=force)
 
 
 @main.command()
 @run_options
 @user_errors
-def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool) -> None:
+def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume: Path | None, force: bool,
+        plugins: tuple[str, ...]) -> None:
     """Supervised fine-tuning on the same records: the paper's baseline.
 
     Trains the adapters on the answers (`<think>...</think><answer>...</answer>`) for
@@ -210,7 +243,7 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
     """
     from visualrft_lite.train import sft as run_sft
 
-    run_sft(run_config(preset, overrides, resume), out=out, resume=resume, force=force)
+    run_sft(run_config(preset, overrides, resume, plugins), out=out, resume=resume, force=force)
 
 
 # ----------------------------------------------------------------------------- predict
@@ -218,14 +251,16 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option("--task", "-t", required=True, metavar="TASK",
-              help="classify, detect, ground, count, point or choice.")
+@plugin_option
+@click.option("--task", "-t", required=True, metavar="TASK", help=task_help("What to ask"))
 @click.option("--category", "-c", metavar="NAME", help="detect: the category to find, e.g. bus.")
 @click.option("--query", "-q", metavar="TEXT",
               help="ground / count / point / choice: the instruction or question.")
 @click.option("--labels", metavar="A,B,C", help="classify: class names to list in the prompt (comma-separated).")
 @click.option("--kind", metavar="NOUN", help="classify: what the image contains (plant, pet, car); default from the run.")
 @click.option("--attribute", metavar="NOUN", help="classify: what to name (species, model); default from the run.")
+@click.option("--field", "extra_fields", multiple=True, metavar="NAME=VALUE",
+              help="Any other field the task's prompt names (a plugin task's, or choice's options=A,B,C); repeatable.")
 @click.option("--model", "-m", metavar="ID|DIR",
               help="Base model: hub id or local directory (default: the adapter's base, else model.name).")
 @click.option("--adapter", "-a", type=click.Path(path_type=Path, file_okay=False),
@@ -244,10 +279,11 @@ def sft(preset: str | None, overrides: tuple[str, ...], out: Path | None, resume
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Answer length at most (default eval.max_new_tokens).")
 @allow_mismatch_option
 @user_errors
-def predict(images: tuple[str, ...], task: str, category: str | None, query: str | None, labels: str | None,
-            kind: str | None, attribute: str | None, model: str | None, adapter: Path | None, preset: str | None,
-            overrides: tuple[str, ...], draw: Path | None, as_json: bool, sample: bool, seed: int,
-            max_new_tokens: int | None, allow_base_mismatch: bool) -> None:
+def predict(images: tuple[str, ...], plugins: tuple[str, ...], task: str, category: str | None, query: str | None,
+            labels: str | None, kind: str | None, attribute: str | None, extra_fields: tuple[str, ...],
+            model: str | None, adapter: Path | None, preset: str | None, overrides: tuple[str, ...],
+            draw: Path | None, as_json: bool, sample: bool, seed: int, max_new_tokens: int | None,
+            allow_base_mismatch: bool) -> None:
     """Answer a question about images with a model (and an adapter); print reasoning and answer.
 
     \b
@@ -263,13 +299,12 @@ def predict(images: tuple[str, ...], task: str, category: str | None, query: str
     from --preset, else the adapter's run, else the defaults; change them with --set. An
     unreadable image is reported and the others still run (exit status 1).
     """
-    from visualrft_lite.predict import TaskSpec, predict as run_predict
+    from visualrft_lite.predict import predict as run_predict
 
-    spec = TaskSpec(task=task, category=category, query=query, kind=kind, attribute=attribute,
-                    labels=[s.strip() for s in labels.split(",") if s.strip()] if labels else None)
-    results = run_predict(images, spec, model=model, adapter=adapter, preset=preset, overrides=overrides,
-                          draw=draw, as_json=as_json, sample=sample, seed=seed, max_new_tokens=max_new_tokens,
-                          allow_mismatch=allow_base_mismatch)
+    given = {"category": category, "query": query, "kind": kind, "attribute": attribute, "labels": labels}
+    results = run_predict(images, task, given, extra_fields=extra_fields, model=model, adapter=adapter,
+                          preset=preset, overrides=overrides, draw=draw, as_json=as_json, sample=sample, seed=seed,
+                          max_new_tokens=max_new_tokens, allow_mismatch=allow_base_mismatch, plugins=plugins)
     if any(r.error is not None for r in results):
         sys.exit(1)
 
@@ -278,11 +313,14 @@ def predict(images: tuple[str, ...], task: str, category: str | None, query: str
 
 
 @main.command("eval")
+@plugin_option
 @preset_option
 @click.option("--data", "-d", metavar="SOURCE:PATH",
-              help="Evaluate on this data instead: coco:instances_val.json, folder:DIR, jsonl:FILE, hub:ID|FILE, "
-                   "or synthetic.")
-@click.option("--task", "-t", metavar="TASK", help="The data's task (data.task), when --data does not imply it.")
+              help="Evaluate on this data instead, from any data source train takes (vrft-lite list sources): "
+                   "coco:instances_val.json, folder:DIR, jsonl:FILE, reasonseg:DIR, flowers102:DIR, hub:ID|FILE, "
+                   "synthetic, ...")
+@click.option("--task", "-t", metavar="TASK",
+              help=task_help("The data's task (data.task), when --data does not imply it"))
 @set_option
 @click.option("--adapter", "-a", type=click.Path(path_type=Path, file_okay=False),
               help="A trained adapter (omit it for the base model's baseline row).")
@@ -296,9 +334,9 @@ def predict(images: tuple[str, ...], task: str, category: str | None, query: str
                    "(the paper's protocol; default eval.two_stage).")
 @allow_mismatch_option
 @user_errors
-def eval_(preset: str | None, data: str | None, task: str | None, overrides: tuple[str, ...], adapter: Path | None,
-          model: str | None, limit: int | None, out: Path | None, force: bool, two_stage: bool | None,
-          allow_base_mismatch: bool) -> None:
+def eval_(plugins: tuple[str, ...], preset: str | None, data: str | None, task: str | None,
+          overrides: tuple[str, ...], adapter: Path | None, model: str | None, limit: int | None, out: Path | None,
+          force: bool, two_stage: bool | None, allow_base_mismatch: bool) -> None:
     """Score greedy answers on a held-out split, the way the paper reports them.
 
     \b
@@ -307,19 +345,17 @@ def eval_(preset: str | None, data: str | None, task: str | None, overrides: tup
     vrft-lite eval --adapter runs/flowers/final --limit 500      # the run's own data and settings
     vrft-lite eval --data folder:data/pets/test --adapter runs/pets/final --set data.kind=pet
 
-    \b
-    classify   accuracy, per-class accuracy, confusion counts, format rate
-    detect     COCO mAP (IoU .50:.95) / AP50 / per-category AP (pycocotools), mean over categories
-    ground     mean IoU and the fraction with IoU > 0.5
-    count, choice  accuracy;  point  fraction of points inside the target
-
-    Writes predictions.jsonl (completion, parsed answer, per-sample reward) and
+    Each task reports its own metrics (vrft-lite list tasks): classification accuracy with
+    per-class accuracy and confusion counts, detection COCO mAP / AP50 / per-category AP
+    (pycocotools), grounding mean IoU, counting and choice accuracy, pointing the fraction
+    inside the target. Writes predictions.jsonl (completion, parsed answer, per-sample reward) and
     metrics.json (fractions) to --out and prints a table (percent).
     """
     from visualrft_lite.evaluate import run_eval
 
     run_eval(preset=preset, data=data, task=task, overrides=overrides, adapter=adapter, model=model,
-             limit=limit, out=out, force=force, two_stage=two_stage, allow_mismatch=allow_base_mismatch)
+             limit=limit, out=out, force=force, two_stage=two_stage, allow_mismatch=allow_base_mismatch,
+             plugins=plugins)
 
 
 # ----------------------------------------------------------------------------- merge
@@ -337,9 +373,10 @@ def eval_(preset: str | None, data: str | None, task: str | None, overrides: tup
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] for the merge.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out (an earlier merge).")
 @allow_mismatch_option
+@plugin_option
 @user_errors
 def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized: bool, device: str,
-          force: bool, allow_base_mismatch: bool) -> None:
+          force: bool, allow_base_mismatch: bool, plugins: tuple[str, ...]) -> None:
     """Fold a LoRA adapter into its base and save a plain transformers checkpoint.
 
     \b
@@ -360,9 +397,9 @@ def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized
     exactly what training saw, but the merged model keeps the 4-bit rounding of every base
     weight at full size (and needs bitsandbytes).
     """
-    from visualrft_lite.export import merge as run_merge
+    from visualrft_lite.export import export_merged
 
-    run_merge(adapter, out, base=base, dtype=dtype, from_quantized=from_quantized, force=force,  # type: ignore[arg-type]
+    export_merged(adapter, out, base=base, dtype=dtype, from_quantized=from_quantized, force=force,  # type: ignore[arg-type]
               device=device, allow_mismatch=allow_base_mismatch, echo=click.echo)
 
 
@@ -373,8 +410,9 @@ def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), metavar="PNG",
               help="Where to write the figure (default RUN_DIR/curves.png).")
+@plugin_option
 @user_errors
-def plot(run_dir: Path, out: Path | None) -> None:
+def plot(run_dir: Path, out: Path | None, plugins: tuple[str, ...]) -> None:
     """Draw a run's training curves from its metrics.jsonl into curves.png.
 
     \b
@@ -396,8 +434,9 @@ def plot(run_dir: Path, out: Path | None) -> None:
               help="The step whose samples to draw (default: the last step in samples.jsonl).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), metavar="DIR",
               help="Directory for the PNGs (default RUN/samples/).")
+@plugin_option
 @user_errors
-def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
+def samples(run_dir: Path, step: int | None, out: Path | None, plugins: tuple[str, ...]) -> None:
     """Draw a run's sampled completions on their images: one grid PNG per group.
 
     \b
@@ -411,16 +450,52 @@ def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
     """
     from visualrft_lite.samples import draw_samples
 
-    for path in draw_samples(run_dir, step=step, out=out, echo=click.echo):
+    for path in draw_samples(run_dir, step=step, out=out, echo=click.echo, plugins=plugins):
         click.echo(path)
 
+
+
+# ----------------------------------------------------------------------------- list
+
+
+LISTS = ("tasks", "sources", "families", "trackers", "optimizers", "losses", "aggregations")
+
+
+@main.command("list")
+@click.argument("what", type=click.Choice(LISTS), required=False)
+@plugin_option
+@user_errors
+def list_(what: str | None, plugins: tuple[str, ...]) -> None:
+    """What is registered: tasks, data sources, model families, trackers, optimizers, loss types,
+    reward aggregations (all of them without WHAT), plugins' included.
+
+    \b
+    vrft-lite list tasks
+    vrft-lite list tasks --plugin my_task.py
+    """
+    from visualrft_lite.registry import registries
+
+    for name, registry in registries().items():
+        if what is not None and name != what:
+            continue
+        click.echo(f"{name} ({registry.setting}):")
+        width = max(len(e.name) for e in registry.entries())
+        for entry in registry.entries():
+            click.echo(f"  {entry.name:<{width}}  {entry.help}")
 
 
 # ----------------------------------------------------------------------------- reward
 
 
-@main.command()
+def _reward_help() -> str:
+    from visualrft_lite.reward_tool import reward_help
+
+    return reward_help()
+
+
+@main.command(help=_reward_help())
 @click.argument("file", type=click.File("rb"))
+@plugin_option
 @click.option("--coords", type=click.Choice(["rel1000", "pixel", "resized"]), default="rel1000", show_default=True,
               help="How the completion writes boxes: 0-1000 relative (Qwen2-VL, Qwen3-VL, Qwen3.5), pixels of "
                    "the original image, or pixels of the resized image (Qwen2.5-VL); --family sets it too.")
@@ -434,23 +509,12 @@ def samples(run_dir: Path, step: int | None, out: Path | None) -> None:
               help="Grounding reward: IoU, or (GIoU + 1) / 2.")
 @click.option("--point-metric", type=click.Choice(["inside", "distance"]), default="inside", show_default=True,
               help="Pointing reward: fraction inside the box, or exp(-distance / sigma).")
-@click.option("--family", type=click.Choice(["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_5"]),
+@click.option("--family", type=click.Choice(FAMILY_NAMES),
               help="Score as this model family means it: its box convention (unless --coords is given) and, "
                    "for Qwen3.5, the <think> its chat template already opened.")
 @user_errors
-def reward(file: Any, coords: str, iou_threshold: float, iou_denominator: str, match: str,
-           ground_metric: str, point_metric: str, family: str | None) -> None:
-    """Score completions from a JSONL file (or - for stdin), one JSON line out per line in.
-
-    \b
-    echo '{"task": "classify", "completion": "<think>petals</think><answer>daisy</answer>", "solution": "daisy"}' \\
-      | vrft-lite reward -
-    {"format": 1.0, "accuracy": 1.0, "total": 2.0}
-
-    Input lines: {"task", "completion", "solution", "image_size": [w, h]}. Output line N
-    answers input line N: a line that cannot be scored prints {"error": ..., "line": N}
-    instead, is reported on stderr with its number, and the rest go on (exit status 1).
-    """
+def reward(file: Any, plugins: tuple[str, ...], coords: str, iou_threshold: float, iou_denominator: str,
+           match: str, ground_metric: str, point_metric: str, family: str | None) -> None:
     from visualrft_lite.reward_tool import family_reading, score_jsonl
     from visualrft_lite.rewards import RewardOptions
 

@@ -269,32 +269,34 @@ def measure_steps(step: Callable[[], dict[str, float]], spec: Spec, device: torc
 
 
 def run_vrft_lite(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
-    """`train.grpo_step(session)` as shipped, its own phase timers.
+    """`train.grpo_step(trainer)` as shipped, its own phase timers.
 
-    No synchronize is added here: the step reads its phase clock through `Session.clock()`,
+    No synchronize is added here: the step reads its phase clock through `Trainer.clock()`,
     which synchronizes CUDA first, so queued kernels are billed to the phase that queued them.
-    `train.rollout` is wrapped only to keep the step's Rollout for its token counts.
+    `train.sample` is wrapped only to keep the step's Rollout for its token counts.
     """
     from visualrft_lite import train
+    from visualrft_lite.modeling.load import resolve_model
 
     run_dir = workdir / "run"
     run_dir.mkdir()
-    session = train.Session(cfg, run_dir, train.Plan.for_train(cfg))
+    cfg = resolve_model(cfg)
+    session = train.Trainer(cfg, run_dir, train.Plan.for_train(cfg))
     device = session.device
     describe_device(device, res)
     res.after_load_gb = memory_now_gb(device)
     res.decode_weight_bytes = decode_weight_bytes(session.model)
     res.decode_rows = decode_rows(spec.prompts, spec.G, cfg.rollout.max_batch_rows)
 
-    shipped_rollout = train.rollout
+    shipped_sample = train.sample
     last: dict[str, Any] = {}
 
-    def keep_rollout(s: Any, records: list[Any]) -> Any:
-        ro, skipped = shipped_rollout(s, records)
-        last["rollout"] = ro
-        return ro, skipped
+    def keep_rollout(t: Any, records: list[Any]) -> Any:
+        sampled = shipped_sample(t, records)
+        last["rollout"] = sampled.rollout
+        return sampled
 
-    train.rollout = keep_rollout  # grpo_step looks the name up in its module at call time
+    train.sample = keep_rollout  # grpo_step looks the name up in its module at call time
     per_prompt_cfg = dataclasses.replace(cfg, rollout=dataclasses.replace(cfg.rollout, max_batch_rows=spec.G))
     timed = spec.per_prompt and spec.prompts > 1
 
@@ -305,7 +307,7 @@ def run_vrft_lite(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
         session.cfg = per_prompt_cfg
         try:
             t0 = session.clock()
-            ro, _ = shipped_rollout(session, records)
+            ro = shipped_sample(session, records).rollout
             took = session.clock() - t0
         finally:
             session.cfg = cfg
@@ -327,7 +329,7 @@ def run_vrft_lite(spec: Spec, cfg: Any, workdir: Path, res: Result) -> None:
     try:  # the per-prompt rollout runs after each step, outside its clock: the step's figures stay as shipped
         measure_steps(step, spec, device, res, after=per_prompt_rollout if timed else None)
     finally:
-        train.rollout = shipped_rollout
+        train.sample = shipped_sample
 
 
 def decode_rows(prompts: int, G: int, max_batch_rows: int) -> int:
@@ -372,7 +374,7 @@ class OriginalStep:
         from visualrft_lite.modeling import ops
         from visualrft_lite.prompts import render_prompt
         from visualrft_lite.rewards import score
-        from visualrft_lite.rollout import Decoding, decode, encode_inputs
+        from visualrft_lite.decoder import Decoding, decode, encode_inputs
         from visualrft_lite.train import fresh_features
 
         cfg, device, times = self.cfg, self.device, {}

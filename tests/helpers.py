@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 
-def invoke(*args):
-    """Run the vrft-lite command in-process; returns click's Result."""
+def invoke(*args, input_text: str | None = None):
+    """Run the vrft-lite command in-process (with `input_text` on stdin); returns click's Result."""
     from click.testing import CliRunner
 
     import cli
 
-    return CliRunner().invoke(cli.main, [str(a) for a in args])
+    return CliRunner().invoke(cli.main, [str(a) for a in args], input=input_text)
 
 
 def assert_one_line_error(result, *needles: str) -> None:
@@ -37,6 +37,20 @@ def cached_decode_logits(model, batch, features, completion, per_prompt: int):
     steps = [first.repeat_interleave(per_prompt, 0)]
     for t in range(completion.shape[1] - 1):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        steps.append(ops.decode(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
+        steps.append(ops.decode_step(model, completion[:, t: t + 1], ops.text_positions(start + t, 1), mask, cache))
     return torch.stack(steps, 1)
 
+
+
+def patch_rollout_reward(monkeypatch, reward) -> None:
+    """Training scores completions with `reward(text) -> {"format", "accuracy", "total"}` instead of
+    the task's reward (the answers and truths are still the task's own readings)."""
+    from visualrft_lite import rollout
+
+    real = rollout.score_groups
+
+    def scored(records, completions, resized_sizes, cfg):
+        _, answers, truths = real(records, completions, resized_sizes, cfg)
+        return tuple(reward(text) for text in completions.texts), answers, truths
+
+    monkeypatch.setattr(rollout, "score_groups", scored)

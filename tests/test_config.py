@@ -142,3 +142,74 @@ def test_non_editable_install_ships_presets(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     listed = {line.split()[0] for line in out.stdout.splitlines() if line.strip()}
     assert set(PAPER_PRESETS) <= listed
+
+
+@pytest.mark.parametrize("raw, expected", [("off", "off"), ("on", "on"), ("'off'", "off"), ("false", "off"),
+                                           ("true", "on"), ("auto", "auto")])
+def test_thinking_takes_on_and_off_as_yaml_writes_them(raw: str, expected: str, tmp_path: Path) -> None:
+    # YAML 1.1 reads a bare on / off as a boolean; model.thinking takes either spelling
+    assert load_config("demo", [f"model.thinking={raw}"]).model.thinking == expected
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"model:\n  thinking: {raw}\n")
+    assert load_config(str(preset)).model.thinking == expected
+
+
+def test_a_choice_is_checked_against_its_own_type() -> None:
+    # the Literal is the one list of choices: its message names them all
+    with pytest.raises(UserError, match=r"model\.quant must be one of 4bit, 8bit, none; got '2bit'"):
+        load_config("demo", ["model.quant=2bit"])
+    with pytest.raises(UserError, match=r"grpo\.importance_sampling must be one of token, sequence"):
+        load_config("demo", ["grpo.importance_sampling=word"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.task=clasify", "data.task must be one of classify, detect"),  # every registry names its entries
+    ("data.source=cocoo", "data.source must be one of hub, folder, coco"),
+    ("train.optimizer=sgd", "train.optimizer must be one of adamw, paged_adamw_8bit"),
+    ("train.report_to=mlflow", "train.report_to must be one of none, tensorboard, wandb"),
+    ("grpo.reward_aggregation=mean", "grpo.reward_aggregation must be one of sum, normalize_then_sum"),
+])
+def test_extension_points_are_checked_against_their_registries(override: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        load_config("demo", [override])
+
+
+def test_a_config_is_frozen_and_changes_make_new_ones() -> None:
+    import dataclasses
+
+    from visualrft_lite.config import with_model
+
+    cfg = load_config("coco-8cat-2shot")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.model = cfg.model  # type: ignore[misc]
+    moved = with_model(cfg, coords="resized")
+    assert (moved.model.coords, moved.reward.coords) == ("resized", "resized")  # the reward follows the model
+    assert (cfg.model.coords, cfg.reward.coords) == ("auto", "auto")
+    with pytest.raises(ValueError, match="set model.coords only"):
+        dataclasses.replace(cfg, model=moved.model)
+
+
+def test_resolve_gives_the_family_its_convention_and_layers() -> None:
+    from visualrft_lite.config import resolve
+    from visualrft_lite.modeling.families import FAMILIES
+
+    cfg = load_config("flowers-1shot")
+    out, warnings = resolve(cfg, FAMILIES["qwen3_5"])
+    assert out.model.coords == out.reward.coords == "rel1000" and warnings == []
+    assert "in_proj_qkv" in out.lora.target_modules and "in_proj_qkv" not in cfg.lora.target_modules
+    # a config's own target list stays as written; a contradicting box convention warns
+    mine = load_config("flowers-1shot", ["lora.target_modules=[q_proj]", "model.coords=rel1000"])
+    out, warnings = resolve(mine, FAMILIES["qwen2_5_vl"])
+    assert out.lora.target_modules == ["q_proj"] and out.model.coords == "rel1000"
+    assert len(warnings) == 1 and "Qwen2.5-VL writes resized" in warnings[0]
+
+
+def test_a_run_config_records_its_plugins(tmp_path: Path) -> None:
+    plugin = tmp_path / "none.py"
+    plugin.write_text("# registers nothing\n")
+    cfg = load_config("demo", plugins=[str(plugin)])
+    assert cfg.plugins == (str(plugin.resolve()),)
+    assert config_from_dict(yaml.safe_load(cfg.to_yaml()), "roundtrip") == cfg
+    preset = tmp_path / "mine.yaml"  # a preset naming a plugin next to it
+    preset.write_text("name: mine\nplugins: [none.py]\n")
+    assert load_config(str(preset)).plugins == (str(plugin.resolve()),)

@@ -7,7 +7,8 @@ import json
 from helpers import assert_one_line_error, invoke
 from PIL import Image
 
-from visualrft_lite.draw import PALETTE, draw_truth
+from visualrft_lite.draw import PALETTE
+from visualrft_lite.tasks import get_task
 from test_datasets import make_coco, make_flowers, no_network  # noqa: F401 (autouse: no downloads)
 
 
@@ -44,11 +45,11 @@ def test_data_show_draws_coco_boxes_in_original_pixels(tmp_path):
 
 def test_draw_truth_marks_each_task():
     blank = Image.new("RGB", (100, 100), (255, 255, 255))
-    det = draw_truth(blank, "detect", [[10, 20, 60, 80]], label="bus")
+    det = get_task("detect").draw_truth(blank, [(10, 20, 60, 80)], label="bus")
     assert det.getpixel((10, 50)) == PALETTE[0] and det.getpixel((35, 50)) == (255, 255, 255)
-    ground = draw_truth(blank, "ground", [30, 30, 90, 90], label="the cup")
+    ground = get_task("ground").draw_truth(blank, (30, 30, 90, 90), label="the cup")
     assert ground.getpixel((89, 60)) == PALETTE[0]
-    cls = draw_truth(blank, "classify", {"label": "daisy", "synonyms": []})
+    cls = get_task("classify").draw_truth(blank, ("daisy",))
     assert cls.getpixel((1, 1)) == PALETTE[2] and blank.getpixel((1, 1)) == (255, 255, 255)
 
 

@@ -14,14 +14,9 @@ from visualrft_lite.data.records import Record
 from visualrft_lite.data.sources import load_records
 from visualrft_lite.errors import UserError
 from visualrft_lite.rundir import prepare_output_dir
-from visualrft_lite.evaluate import (
-    NO_ANSWER,
-    OTHER,
-    data_overrides,
-    parse_presence,
-    run_eval,
-    score_completions,
-)
+from visualrft_lite.answers import parse_yes_no
+from visualrft_lite.evaluate import data_overrides, run_eval, score_completions
+from visualrft_lite.tasks.classify import NO_ANSWER, OTHER
 
 
 def answer(text: str) -> str:
@@ -194,8 +189,8 @@ def test_two_stage_absent_counts_as_no_detections_and_not_in_the_format_rate():
         ("", None),
     ],
 )
-def test_parse_presence(completion, expected):
-    assert parse_presence(completion) is expected
+def test_parse_yes_no(completion, expected):
+    assert parse_yes_no(completion) is expected
 
 
 # ----------------------------------------------------------------------------- plumbing

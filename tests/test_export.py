@@ -63,7 +63,7 @@ def test_merged_fp32_matches_base_plus_adapter_and_loads_with_plain_transformers
 
     out = tmp_path / "merged"
     lines: list[str] = []
-    report = export.merge(adapter_dir, out, dtype="fp32", device="cpu", echo=lines.append)
+    report = export.export_merged(adapter_dir, out, dtype="fp32", device="cpu", echo=lines.append)
     assert report.base == str(tiny_model_dir)  # read from adapter_config.json
     assert report.max_abs_diff < 1e-4
     assert report.adapter_effect > 1e-2  # the adapter matters, so a broken merge would show
@@ -85,7 +85,7 @@ def test_merged_fp32_matches_base_plus_adapter_and_loads_with_plain_transformers
 def test_a_wrong_merge_is_caught_and_nothing_is_written(adapter_dir, tmp_path, monkeypatch):
     from visualrft_lite.modeling import load as mload
 
-    real = mload.merge_adapters
+    real = mload.fold_adapter
 
     def doubled(loaded):  # the classic bug: LoRA scaling applied twice
         for name, module in loaded.model.named_modules():
@@ -93,10 +93,10 @@ def test_a_wrong_merge_is_caught_and_nothing_is_written(adapter_dir, tmp_path, m
                 module.scaling = {k: 2 * v for k, v in module.scaling.items()}
         real(loaded)
 
-    monkeypatch.setattr(mload, "merge_adapters", doubled)
+    monkeypatch.setattr(mload, "fold_adapter", doubled)
     out = tmp_path / "merged"
     with pytest.raises(UserError, match="differs from base"):
-        export.merge(adapter_dir, out, dtype="fp32", device="cpu", echo=lambda _: None)
+        export.export_merged(adapter_dir, out, dtype="fp32", device="cpu", echo=lambda _: None)
     assert not out.exists()
 
 
@@ -104,8 +104,8 @@ def test_from_quantized_merges_into_the_nf4_weights(tiny_model_dir, adapter_dir,
     pytest.importorskip("bitsandbytes")
     from safetensors.torch import load_file
 
-    plain = export.merge(adapter_dir, tmp_path / "plain", dtype="fp32", device="cpu", echo=lambda _: None)
-    nf4 = export.merge(adapter_dir, tmp_path / "nf4", dtype="fp32", device="cpu", from_quantized=True,
+    plain = export.export_merged(adapter_dir, tmp_path / "plain", dtype="fp32", device="cpu", echo=lambda _: None)
+    nf4 = export.export_merged(adapter_dir, tmp_path / "nf4", dtype="fp32", device="cpu", from_quantized=True,
                        echo=lambda _: None)
     assert nf4.max_abs_diff < 1e-4  # merged == NF4 base + adapter, what training saw
     a, b = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "nf4" / "model.safetensors")
@@ -129,7 +129,7 @@ def test_nf4_base_leaves_the_vision_tower_unquantised(tiny_model_dir):
 
 
 def test_bf16_merge_passes_its_looser_tolerance(adapter_dir, tmp_path):
-    report = export.merge(adapter_dir, tmp_path / "m", dtype="bf16", device="cpu", echo=lambda _: None)
+    report = export.export_merged(adapter_dir, tmp_path / "m", dtype="bf16", device="cpu", echo=lambda _: None)
     assert report.max_abs_diff <= report.tolerance
     assert json.loads((tmp_path / "m" / "config.json").read_text())["dtype"] == "bfloat16"
 
@@ -163,7 +163,7 @@ def test_every_file_a_merge_writes_is_one_force_may_replace(adapter_dir, tmp_pat
     from visualrft_lite.rundir import MARKER, OWN_FILES, _matches
 
     out = tmp_path / "m"
-    export.merge(adapter_dir, out, dtype="fp32", device="cpu", echo=lambda _: None)
+    export.export_merged(adapter_dir, out, dtype="fp32", device="cpu", echo=lambda _: None)
     assert [p.name for p in out.iterdir() if p.name != MARKER and not _matches(p.name, OWN_FILES["merge"])] == []
 
 
@@ -201,7 +201,7 @@ def test_a_failed_merge_keeps_the_earlier_one(adapter_dir, tmp_path, monkeypatch
 
     monkeypatch.setattr(merge_mod, "save_merged", disk_full)
     with pytest.raises(OSError):
-        export.merge(adapter_dir, out, dtype="fp32", device="cpu", force=True, echo=lambda _: None)
+        export.export_merged(adapter_dir, out, dtype="fp32", device="cpu", force=True, echo=lambda _: None)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier merge, whole
 
 

@@ -11,6 +11,7 @@ attention) goes through the same test. Then every verb on each family: GRPO step
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def test_reward_command_scores_as_each_family_means_it():
 
 
 def test_lora_covers_every_attention_like_and_mlp_linear_by_family(family_dirs, capsys):
-    from visualrft_lite.config import LoraConfig, ModelConfig
+    # the default targets, resolved for the checkpoint's family (what config.yaml records)
+    from visualrft_lite.config import Config, ModelConfig, resolve, with_model
     from visualrft_lite.modeling import load as mload
 
     expected = {
@@ -186,7 +188,8 @@ def test_lora_covers_every_attention_like_and_mlp_linear_by_family(family_dirs, 
     for family, counts in expected.items():
         loaded_ = mload.load_base(ModelConfig(name=str(family_dirs[family]), quant="none", device="cpu"))
         assert loaded_.family.model_type == family
-        mload.add_lora(loaded_, LoraConfig(r=2, alpha=4), gradient_checkpointing=False)
+        cfg, _ = resolve(with_model(Config(), name=str(family_dirs[family])), loaded_.family)
+        mload.add_lora(loaded_, dataclasses.replace(cfg.lora, r=2, alpha=4), gradient_checkpointing=False)
         assert mload.adapted_modules(loaded_.model) == counts, family
         assert "LoRA adapters on" in capsys.readouterr().err  # reported at start-up
 
@@ -222,11 +225,11 @@ def test_coords_follow_the_checkpoint_unless_set(family_dirs, capsys):
     for family, coords in (("qwen2_5_vl", "resized"), ("qwen3_vl", "rel1000"), ("qwen3_5", "rel1000")):
         cfg = load_config("flowers-1shot", [f"model.name={family_dirs[family]}"])
         assert cfg.model.coords == "auto"
-        resolve_model(cfg)
-        assert (cfg.model.coords, cfg.reward.coords) == (coords, coords)
+        resolved = resolve_model(cfg)
+        assert (resolved.model.coords, resolved.reward.coords) == (coords, coords)
+        assert cfg.model.coords == "auto"  # a new config: the one given is never written into
     cfg = load_config("flowers-1shot", [f"model.name={family_dirs['qwen2_5_vl']}", "model.coords=rel1000"])
-    resolve_model(cfg)
-    assert cfg.model.coords == "rel1000"
+    assert resolve_model(cfg).model.coords == "rel1000"
     err = capsys.readouterr().err
     assert "model.coords=rel1000" in err and "Qwen2.5-VL writes resized" in err
 
@@ -253,13 +256,13 @@ def _overrides(model_dir: Path, shapes_root: Path, **extra: object) -> list[str]
 def lower_half_reward(monkeypatch):
     """A reward a random model reaches by chance (the share of token ids below 1000, from the
     completion's characters), so advantages are non-zero and LoRA B moves."""
-    from visualrft_lite import groups
+    from helpers import patch_rollout_reward
 
-    def reward(task, completion, solution, **kw):
+    def reward(completion):
         low = sum(ord(c) % 2 == 0 for c in completion) / max(1, len(completion))
         return {"format": 0.0, "accuracy": low, "total": low}
 
-    monkeypatch.setattr(groups, "score", reward)
+    patch_rollout_reward(monkeypatch, reward)
 
 
 @pytest.mark.slow
@@ -270,7 +273,8 @@ def test_every_verb_runs_on_the_family(family, family_dirs, shapes_root, tmp_pat
 
     from visualrft_lite import export
     from visualrft_lite.config import load_config, read_yaml
-    from visualrft_lite.train import Plan, Session, grpo_step, sft, train
+    from visualrft_lite.modeling.load import resolve_model
+    from visualrft_lite.train import Plan, Trainer, grpo_step, sft, train
 
     # train, fp32: the run records the resolved box convention, and the adapter moved
     run = train(load_config("demo", _overrides(family_dirs[family], shapes_root)), out=tmp_path / "run", quiet=True)
@@ -288,8 +292,8 @@ def test_every_verb_runs_on_the_family(family, family_dirs, shapes_root, tmp_pat
 
     # train, 4-bit: two GRPO steps through NF4 layers (rollout in eval mode, then backward)
     pytest.importorskip("bitsandbytes")
-    cfg = load_config("demo", _overrides(family_dirs[family], shapes_root, **{"model.quant": "4bit"}))
-    s = Session(cfg, tmp_path, Plan.for_train(cfg))
+    cfg = resolve_model(load_config("demo", _overrides(family_dirs[family], shapes_root, **{"model.quant": "4bit"})))
+    s = Trainer(cfg, tmp_path, Plan.for_train(cfg))
     assert "Linear4bit" in {type(m).__name__ for m in s.model.modules()}
     visual = ops.core(s.model).model.visual
     calls, orig = [], visual.forward
@@ -318,7 +322,7 @@ def test_every_verb_runs_on_the_family(family, family_dirs, shapes_root, tmp_pat
     assert (tmp_path / "eval").is_dir()
 
     # merge: the merged checkpoint's logits equal base + adapter on the probe
-    report = export.merge(run / "final", tmp_path / "merged", dtype="fp32", device="cpu", echo=lambda _: None)
+    report = export.export_merged(run / "final", tmp_path / "merged", dtype="fp32", device="cpu", echo=lambda _: None)
     assert report.max_abs_diff <= report.tolerance
     merged = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert merged["model_type"] == family

@@ -599,7 +599,7 @@ def test_aggregate_rewards_missing_component_counts_as_zero_and_mode_is_checked(
     # pair {confidence 1, (missing)}: like {1, 0} → ±0.5 / (sqrt(0.5) + 1e-4) = ±0.707007
     got = aggregate_rewards([{"confidence": 1.0, "total": 1.0}, {"total": 0.0}], 2, "normalize_then_sum")
     torch.testing.assert_close(got, torch.tensor([0.707007, -0.707007]), rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="unknown reward aggregation .mean."):
         aggregate_rewards(GROUP, 4, "mean")  # type: ignore[arg-type]
 
 

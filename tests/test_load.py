@@ -24,6 +24,8 @@ from helpers import assert_one_line_error, invoke
 from visualrft_lite import checkpoint as ckpt
 from visualrft_lite.config import LoraConfig, ModelConfig
 from visualrft_lite.errors import UserError
+from visualrft_lite.modeling import adapters as madapters
+from visualrft_lite.modeling import hub as mhub
 from visualrft_lite.modeling import load as mload
 
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
@@ -86,7 +88,7 @@ def local_hub(online, monkeypatch):
 def test_an_unknown_id_offline_is_one_line_naming_the_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError) as info:
-        mload.check_model_available("nobody/no-such-model")
+        mhub.check_model_available("nobody/no-such-model")
     message = str(info.value)
     assert "\n" not in message and "HF_HUB_OFFLINE=1" in message and "local directory" in message
 
@@ -104,7 +106,7 @@ def test_a_refused_connection_is_one_line_without_retries(online, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", counted)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
     with pytest.raises(UserError, match=r"cannot reach the Hugging Face hub at http://127.0.0.1:9.*HF_HUB_OFFLINE=1"):
-        mload.check_model_available("Qwen/Qwen2-VL-2B-Instruct")
+        mhub.check_model_available("Qwen/Qwen2-VL-2B-Instruct")
     assert len(calls) == 1 and calls[0]["retry_on_errors"] is False
 
 
@@ -117,7 +119,7 @@ def test_a_refused_connection_is_one_line_without_retries(online, monkeypatch):
 def test_a_hub_answering_an_error_is_asked_once_and_one_line(local_hub, status, headers, needle):
     local_hub.status, local_hub.headers_out = status, headers
     with pytest.raises(UserError, match=needle) as info:
-        mload.check_model_available("org/model")
+        mhub.check_model_available("org/model")
     assert "\n" not in str(info.value)
     assert len(local_hub.requests) == 1  # no retry storm
 
@@ -136,7 +138,7 @@ def test_the_cli_fails_before_loading_anything_with_one_line(online, monkeypatch
 @pytest.mark.parametrize("name", ["./missing-model", "runs/x/sft_model", "/no/such/dir"])
 def test_a_missing_local_directory_is_one_line(name):
     with pytest.raises(UserError, match="not found"):
-        mload.check_model_available(name)
+        mhub.check_model_available(name)
 
 
 def test_a_cached_hub_model_loads_offline_without_asking_the_hub(tiny_model_dir, tmp_path, monkeypatch):
@@ -146,11 +148,11 @@ def test_a_cached_hub_model_loads_offline_without_asking_the_hub(tiny_model_dir,
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abcd")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert mload.check_model_available("someone/tiny-vl").where == "cache"
+    assert mhub.check_model_available("someone/tiny-vl").where == "cache"
     loaded = mload.load_base(cpu("someone/tiny-vl"))
     assert loaded.name == "someone/tiny-vl" and loaded.processor is not None
     # the snapshot folder and the id are the same model to the adapter check
-    assert mload.base_identity(str(repo / "snapshots" / "0123abcd")) == "someone/tiny-vl"
+    assert madapters.base_identity(str(repo / "snapshots" / "0123abcd")) == "someone/tiny-vl"
 
 
 # ----------------------------------------------------------------------------- adapter <-> base
@@ -189,7 +191,7 @@ def test_an_adapter_on_another_base_of_the_same_shapes_is_one_line(other_tiny, t
         mload.load_adapter(loaded, trained_adapter)
     message = str(info.value)
     assert "\n" not in message and "does not fit base" in message
-    assert str(other_tiny) in message and str(tiny_model_dir) in message and mload.MISMATCH_FLAG in message
+    assert str(other_tiny) in message and str(tiny_model_dir) in message and madapters.MISMATCH_FLAG in message
     assert not hasattr(loaded.model, "peft_config")  # nothing was attached
 
 
@@ -203,10 +205,10 @@ def test_allow_mismatch_loads_it_with_a_warning(other_tiny, trained_adapter, cap
 def test_recorded_shapes_that_differ_are_named(tiny_model_dir, trained_adapter, tmp_path):
     adapter = tmp_path / "final"
     shutil.copytree(trained_adapter, adapter)
-    record = json.loads((adapter / mload.BASE_RECORD).read_text())
+    record = json.loads((adapter / madapters.BASE_RECORD).read_text())
     assert record["fingerprint"]["text.hidden_size"] == 128  # what the tiny model has
     record["fingerprint"]["text.hidden_size"] = 1536  # as if trained on the 2B
-    (adapter / mload.BASE_RECORD).write_text(json.dumps(record))
+    (adapter / madapters.BASE_RECORD).write_text(json.dumps(record))
     loaded = mload.load_base(cpu(tiny_model_dir))
     with pytest.raises(UserError, match="text.hidden_size 1536 vs 128"):
         mload.load_adapter(loaded, adapter)
@@ -216,7 +218,7 @@ def test_an_adapter_without_a_record_is_checked_by_its_config_name(other_tiny, t
     # adapters saved by peft alone (or by older versions) carry only base_model_name_or_path
     adapter = tmp_path / "plain"
     shutil.copytree(trained_adapter, adapter)
-    (adapter / mload.BASE_RECORD).unlink()
+    (adapter / madapters.BASE_RECORD).unlink()
     loaded = mload.load_base(cpu(other_tiny))
     with pytest.raises(UserError, match="does not fit base"):
         mload.load_adapter(loaded, adapter)
@@ -243,7 +245,7 @@ def test_a_relative_base_is_found_from_another_folder(tmp_path, tiny_model_dir, 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    base = mload.adapter_base_name(run / "final")
+    base = madapters.adapter_base_name(run / "final")
     assert base == str(run / "sft_model")
     loaded = mload.load_base(cpu(base))
     mload.load_adapter(loaded, run / "final")  # and the agreement check sees the same base
@@ -255,7 +257,7 @@ def test_a_moved_run_still_finds_its_base(tmp_path, tiny_model_dir, monkeypatch)
     moved.parent.mkdir()
     shutil.move(str(run), str(moved))
     monkeypatch.chdir(tmp_path)
-    assert mload.adapter_base_name(moved / "final") == str(moved / "sft_model")
+    assert madapters.adapter_base_name(moved / "final") == str(moved / "sft_model")
 
 
 def test_new_adapters_record_their_base_absolute(tmp_path, tiny_model_dir, monkeypatch):

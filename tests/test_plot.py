@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from visualrft_lite.errors import UserError
-from visualrft_lite.plot import RunLog, curves_figure, phase_spans, plot_run, read_jsonl, read_run
+from visualrft_lite.plot import RunHistory, curves_figure, phase_spans, plot_run, read_jsonl, read_run
 
 
 def sft_row(step: int) -> dict:
@@ -127,7 +127,7 @@ def test_read_jsonl_keeps_the_last_line_of_a_repeated_step(tmp_path: Path) -> No
     assert malformed == 1  # a bool is not a step; the blank line is not counted
 
 
-def panel_notes(run: RunLog) -> dict[str, list[str]]:
+def panel_notes(run: RunHistory) -> dict[str, list[str]]:
     """Each panel's title -> the placeholder texts drawn on it."""
     fig = curves_figure(run, title="t")
     return {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes}
@@ -135,23 +135,23 @@ def panel_notes(run: RunLog) -> dict[str, list[str]]:
 
 def test_empty_panels_say_why() -> None:
     # The phase shading counts as data to matplotlib, so an empty panel must be detected before it.
-    sft_only = panel_notes(RunLog([sft_row(s) for s in (1, 2)]))
+    sft_only = panel_notes(RunHistory([sft_row(s) for s in (1, 2)]))
     assert sft_only["KL to the reference policy"] == ["no GRPO steps"]
     assert sft_only["completion length (tokens, mean)"] == ["no GRPO steps"]
     assert sft_only["SFT loss (token-mean NLL)"] == []
-    grpo_only = panel_notes(RunLog([grpo_row(s) for s in (1, 2)]))
+    grpo_only = panel_notes(RunHistory([grpo_row(s) for s in (1, 2)]))
     assert grpo_only["SFT loss (token-mean NLL)"] == ["no SFT steps"]
     assert grpo_only["KL to the reference policy"] == []
     # a GRPO log without kl (an older run) says the key was not logged, not that GRPO is missing
-    no_kl = panel_notes(RunLog([{k: v for k, v in grpo_row(1).items() if k != "kl"}]))
+    no_kl = panel_notes(RunHistory([{k: v for k, v in grpo_row(1).items() if k != "kl"}]))
     assert no_kl["KL to the reference policy"] == ["not logged"]
     # SFT steps without a loss key: the loss panel says so, not that GRPO is missing
-    no_loss = panel_notes(RunLog([{"step": 1, "phase": "sft"}]))
+    no_loss = panel_notes(RunHistory([{"step": 1, "phase": "sft"}]))
     assert no_loss["SFT loss (token-mean NLL)"] == ["not logged"]
 
 
 def test_heldout_scores_are_drawn_on_the_accuracy_panel() -> None:
-    fig = curves_figure(RunLog([grpo_row(s) for s in (1, 2)], heldout=HELDOUT), title="t")
+    fig = curves_figure(RunHistory([grpo_row(s) for s in (1, 2)], heldout=HELDOUT), title="t")
     acc = next(ax for ax in fig.axes if ax.get_title().startswith("accuracy"))
     labels = acc.get_legend_handles_labels()[1]
     assert [l for l in labels if l.startswith("held-out")] == [
@@ -161,7 +161,7 @@ def test_heldout_scores_are_drawn_on_the_accuracy_panel() -> None:
 
 def test_phase_boundary_line_sits_before_the_first_grpo_step() -> None:
     # 3 SFT steps then GRPO from step 4: the line is at 3.5, between the last SFT point and the first GRPO one.
-    fig = curves_figure(RunLog([sft_row(s) for s in (1, 2, 3)] + [grpo_row(s) for s in (4, 5)]), title="t")
+    fig = curves_figure(RunHistory([sft_row(s) for s in (1, 2, 3)] + [grpo_row(s) for s in (4, 5)]), title="t")
     for ax in fig.axes:
         vlines = [l for l in ax.lines if l.get_linestyle() == ":"]
         assert [tuple(l.get_xdata()) for l in vlines] == [(3.5, 3.5)]
@@ -189,6 +189,6 @@ def test_alerts_are_dashed_lines_at_their_steps(tmp_path: Path) -> None:
 
 
 def test_no_alerts_file_draws_no_alert_lines(tmp_path: Path) -> None:
-    fig = curves_figure(RunLog([grpo_row(s) for s in range(1, 4)]), title="t")
+    fig = curves_figure(RunHistory([grpo_row(s) for s in range(1, 4)]), title="t")
     assert not any(l.get_linestyle() == "--" for ax in fig.axes for l in ax.lines if l.get_color() != "C1")
     assert not any(t.get_text().startswith("alert:") for t in fig.legends[0].get_texts())

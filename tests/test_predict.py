@@ -15,8 +15,8 @@ from helpers import assert_one_line_error, invoke
 import torch
 from PIL import Image
 
-from visualrft_lite import generate as gen
-from visualrft_lite import rollout
+from visualrft_lite import inference as gen
+from visualrft_lite import decoder
 from visualrft_lite.draw import PALETTE, drawing_paths
 from visualrft_lite.rewards import parse_prediction
 
@@ -76,7 +76,7 @@ def _loaded_and_inputs(tiny_model_dir, adapter_dir, images):
 def test_batched_decoding_equals_one_prompt_at_a_time(tiny_model_dir, adapter_dir, images):
     # Greedy: the same tokens whether the prompts (different lengths and image sizes, so
     # left-padded) decode together, one at a time, or in rounds capped by max_rows.
-    from visualrft_lite.rollout import Decoding, decode, encode_inputs
+    from visualrft_lite.decoder import Decoding, decode, encode_inputs
 
     loaded, pictures, prompts = _loaded_and_inputs(tiny_model_dir, adapter_dir, images)
     greedy = Decoding.greedy_search(10)
@@ -97,7 +97,7 @@ def test_sampled_rows_have_the_distribution_of_their_own_prompt(tiny_model_dir, 
     # Sampling: each row's log-probs (its distribution given its prefix) are the same in the
     # mixed, padded batch as for its prompt alone, so a row samples from its own prompt's policy.
     from visualrft_lite.logprobs import all_logprobs
-    from visualrft_lite.rollout import Completions, Decoding, decode, encode_inputs
+    from visualrft_lite.decoder import Completions, Decoding, decode, encode_inputs
 
     loaded, pictures, prompts = _loaded_and_inputs(tiny_model_dir, adapter_dir, images)
     generator = torch.Generator().manual_seed(0)
@@ -127,7 +127,7 @@ def canned(monkeypatch):
         assert all("Detect all objects belonging to the category 'circle'" in p for p in batch.texts)  # the training prompt
         return SimpleNamespace(texts=(text,) * batch.size)
 
-    monkeypatch.setattr(rollout, "decode", fake)
+    monkeypatch.setattr(decoder, "decode", fake)
     return text
 
 

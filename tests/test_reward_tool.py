@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from visualrft_lite.reward_tool import REWARD_HELP, score_jsonl
+from visualrft_lite.reward_tool import reward_help, score_jsonl
 from visualrft_lite.rewards import RewardOptions
 
 
@@ -174,6 +174,8 @@ def test_resized_size_is_read_from_the_line() -> None:
 
 def test_the_help_example_is_true() -> None:
     # the example in the command's help text is scored, and prints what the help says it prints
-    example_in, example_out = re.findall(r"^  (\{.*?\})$", re.sub(r"\n   ", " ", REWARD_HELP), re.MULTILINE)
+    help_text = reward_help()
+    example_in = re.search(r"echo '(\{.*?\})'", help_text).group(1)
+    example_out = re.search(r"^  (\{.*?\})$", help_text, re.MULTILINE).group(1)
     results, errors, _ = run([example_in])
     assert errors == [] and results == [json.loads(example_out)]

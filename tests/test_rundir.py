@@ -360,7 +360,9 @@ def test_other_os_errors_are_not_hidden():
 
 
 def test_recover_run_logs_trims_every_log_to_the_checkpoint(tmp_path):
-    from visualrft_lite.rundir import RUN_LOGS, recover_run_logs
+    from visualrft_lite.rundir import RunDir, recover_run_logs
+
+    RUN_LOGS = RunDir.LOGS
 
     for name in RUN_LOGS:
         (tmp_path / name).write_bytes(lines(1, 2, 3) + b'{"step": 4, "re')

@@ -224,6 +224,18 @@ def test_coco_eval_split_is_every_image_times_category(tmp_path):
     assert by_image(ev, "fire hydrant")[3] == []
 
 
+def test_open_vocabulary_evaluates_on_its_own_categories(tmp_path):
+    # train on the base categories, evaluate on the novel ones (the paper's open-vocabulary split)
+    path = make_coco(tmp_path)
+    c = cfg(source="coco", path=str(path), eval_path=str(path), task="detect", categories=["fire hydrant"],
+            eval_categories=["dog"])
+    assert {r.fields["category"] for r in load_records(c, "train").records} == {"fire hydrant"}
+    assert {r.fields["category"] for r in load_records(c, "eval").records} == {"dog"}
+    with pytest.raises(UserError, match="data.eval_categories"):
+        load_records(cfg(source="coco", path=str(path), eval_path=str(path), task="detect",
+                         eval_categories=["unicorn"]), "eval")
+
+
 def test_coco_size_mismatch_is_skipped(tmp_path):
     path = make_coco(tmp_path)
     Image.new("RGB", (50, 40)).save(tmp_path / "000000000001.jpg")  # JSON says 100x80

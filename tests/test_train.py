@@ -16,16 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import patch_rollout_reward
 
 from visualrft_lite import checkpoint as ckpt
-from visualrft_lite import groups
 from visualrft_lite import train as train_mod
 from visualrft_lite.config import load_config
 from visualrft_lite.errors import StopRequested, UserError
 from visualrft_lite.logprobs import all_logprobs
 from visualrft_lite.modeling import ops
-from visualrft_lite.rollout import completion_mask, filter_logits
-from visualrft_lite.train import Plan, Session, TrainingStopped, grpo_step, train
+from visualrft_lite.decoder import completion_mask, filter_logits
+from visualrft_lite.modeling.load import resolve_model
+from visualrft_lite.rundir import RunDir
+from visualrft_lite.train import Plan, Trainer, TrainingStopped, grpo_step, sample, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,12 +64,12 @@ def reachable_reward(monkeypatch, tiny_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     half = len(tok) // 2
 
-    def reward(task, completion, solution, **kw):
+    def reward(completion):
         ids = tok(completion, add_special_tokens=False)["input_ids"] or [half]
         low = sum(i < half for i in ids) / len(ids)
         return {"format": 0.0, "accuracy": low, "total": low}
 
-    monkeypatch.setattr(groups, "score", reward)
+    patch_rollout_reward(monkeypatch, reward)
     return reward
 
 
@@ -75,8 +77,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def session(cfg, run_dir) -> Session:
-    return Session(cfg, run_dir, Plan.for_train(cfg))
+def session(cfg, run_dir) -> Trainer:
+    cfg = resolve_model(cfg)
+    return Trainer(cfg, run_dir, Plan.for_train(cfg))
 
 
 def test_one_step_moves_lora_and_leaves_base_frozen(cfg_for, tmp_path, reachable_reward):
@@ -95,7 +98,7 @@ def test_one_step_moves_lora_and_leaves_base_frozen(cfg_for, tmp_path, reachable
 def test_reference_equals_policy_at_step_zero(cfg_for, tmp_path):
     # LoRA B starts at zero, so adapters-disabled log-probs equal the policy's and KL is 0
     s = session(cfg_for(), tmp_path)
-    ro, _ = groups.rollout(s, s.records_for_step(2))
+    ro = sample(s, s.records_for_step(2)).rollout
     with ops.reference_mode(s.model):
         ref = all_logprobs(s.model, ro.batch, ro.features, ro.completions, 3, 1.0)
     policy = all_logprobs(s.model, ro.batch, ro.features, ro.completions, 3, 1.0)
@@ -111,7 +114,7 @@ def test_sampling_ignores_near_greedy_generation_config(cfg_for, tmp_path, tiny_
     gen = json.loads((tiny_model_dir / "generation_config.json").read_text())
     assert gen.get("top_k") == 1
     s = session(cfg_for(**{"rollout.num_generations": 8}), tmp_path)
-    ro, _ = groups.rollout(s, s.records[:1])
+    ro = sample(s, s.records[:1]).rollout
     ids = ro.completions.ids
     assert len({tuple(row.tolist()) for row in ids}) > 1
     suppress = ops.special_tokens(s.processor).never_sampled
@@ -145,7 +148,7 @@ def test_four_bit_path_runs_on_cpu(cfg_for, tmp_path, reachable_reward):
     m2 = grpo_step(s)
     assert all(torch.isfinite(torch.tensor([m["loss"], m["kl"]])).all() for m in (m1, m2))
     assert m1["grad_norm"] > 0 and m2["grad_norm"] > 0  # gradients flowed through the NF4 layers
-    assert any(p.grad is None for p in s.params)  # zeroed after the step
+    assert any(p.grad is None for p in s.updater.params)  # zeroed after the step
 
 
 def test_reward_rises_on_a_reachable_reward(cfg_for, tmp_path, reachable_reward):
@@ -163,7 +166,7 @@ def test_resume_gives_the_same_metrics(cfg_for, tmp_path, reachable_reward):
     keys = ("reward", "loss", "kl", "grad_norm", "completion_length")
     straight = train(cfg_for(**{"train.steps": 4}), out=tmp_path / "a", quiet=True)
     first = train(cfg_for(**{"train.steps": 2}), out=tmp_path / "b", quiet=True)
-    cfg = train_mod.load_run_config(first, ["train.steps=4"])
+    cfg = RunDir(first).resume_config(["train.steps=4"])
     train(cfg, resume=first, quiet=True)
     a, b = read_metrics(straight), read_metrics(first)
     assert [m["step"] for m in b] == [1, 2, 3, 4]
@@ -176,7 +179,7 @@ def test_kill_while_saving_keeps_previous_checkpoint(cfg_for, tmp_path, monkeypa
     run = train(cfg_for(**{"train.steps": 1}), out=tmp_path / "r", quiet=True)
     good = ckpt.latest_checkpoint(run)
     cfg = load_config(str(run / "config.yaml"))
-    s = Session(cfg, run, Plan.for_train(cfg), resume=True)
+    s = Trainer(cfg, run, Plan.for_train(cfg), resume=True)
     grpo_step(s)
 
     def killed(*a, **k):
@@ -188,7 +191,7 @@ def test_kill_while_saving_keeps_previous_checkpoint(cfg_for, tmp_path, monkeypa
     assert ckpt.latest_checkpoint(run) == good  # the half-written one is not taken
     assert (run / "checkpoints" / ".tmp-step-000002").exists()
     monkeypatch.undo()
-    resumed = Session(cfg, run, Plan.for_train(cfg), resume=True)
+    resumed = Trainer(cfg, run, Plan.for_train(cfg), resume=True)
     assert resumed.step == 1
 
 
@@ -367,7 +370,7 @@ def test_resume_recovers_a_damaged_run_directory(cfg_for, tmp_path, reachable_re
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"step": 3, "reward": 0.')
     capsys.readouterr()
-    train(train_mod.load_run_config(run, ["train.steps=3"]), resume=run)
+    train(RunDir(run).resume_config(["train.steps=3"]), resume=run)
     out = capsys.readouterr().out
     assert "step-000002" in out  # named as skipped
     assert [m["step"] for m in read_metrics(run)] == [1, 2, 3]  # step 2 redone from step 1, torn line gone

@@ -10,9 +10,9 @@ not log is no evidence either way (the rule's state is kept); SFT steps are igno
     for alert in monitor.update(metrics):
         print(f"warning: {alert.message}")
 
-Two metrics the rules read come from the step's parsed answers; their pure functions are
-here too: `answer_stats` (one answer for most images) and `detection_box_stats`
-(many low-confidence boxes). Pure: no torch.
+Two metrics the rules read come from the step's parsed answers (each task's `rollout_stats`
+picks what applies to it); their pure functions are here too: `answer_stats` (one answer for
+most images) and `detection_box_stats` (many low-confidence boxes). Pure: no torch.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visualrft_lite.answers import normalize_label
-from visualrft_lite.config import AlertsConfig
+
+if TYPE_CHECKING:
+    from visualrft_lite.config import AlertsConfig
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,8 @@ class AlertMonitor:
     """Feeds each step's metrics to the rules; returns (and appends to `path`) the alerts that start."""
 
     def __init__(self, cfg: AlertsConfig | None = None, path: Path | None = None):
+        from visualrft_lite.config import AlertsConfig
+
         self.cfg = cfg or AlertsConfig()
         self.path = Path(path) if path is not None else None
         self.rules = default_rules(self.cfg) if self.cfg.enabled else []
@@ -256,29 +260,3 @@ class AlertMonitor:
                 f.writelines(json.dumps(a.to_json()) + "\n" for a in fired)
         self.history.extend(fired)
         return fired
-
-
-def rollout_answer_stats(task: str, completions: Sequence[str], solutions: Sequence[Any], group_size: int, *,
-                         image_sizes: Sequence[Any], resized_sizes: Sequence[Any], options: Any = None,
-                         low_confidence: float = 0.3) -> dict[str, Any]:
-    """The answer metrics the rules read, for one step's completions (group-contiguous).
-
-    classify / count / choice: `answer_stats` of the parsed answers against one truth per
-    group; detect: `detection_box_stats`. `solutions`, `image_sizes`, `resized_sizes` hold
-    one entry per group.
-    """
-    from visualrft_lite.answers import parse_solution
-    from visualrft_lite.rewards import parse_prediction
-
-    def parsed(i: int, text: str) -> Any:
-        g = i // group_size
-        return parse_prediction(task, text, image_size=image_sizes[g], resized_size=resized_sizes[g], options=options)
-
-    if task in ("classify", "count", "choice"):
-        answers = [parsed(i, t) for i, t in enumerate(completions)]
-        truths = [parse_solution(task, s) for s in solutions]
-        truths = [t[0] if isinstance(t, tuple) else t for t in truths]
-        return answer_stats([None if a is None else str(a) for a in answers], group_size, truths=truths)
-    if task == "detect":
-        return detection_box_stats([parsed(i, t) for i, t in enumerate(completions)], low_confidence)
-    return {}

@@ -1,11 +1,12 @@
-"""Pulling the answer out of a completion, parsing it per task, and mapping model
-coordinates to pixels. Pure: stdlib only.
+"""Pulling the answer out of a completion, the parsers the tasks read answers with, and
+mapping model coordinates to pixels. Pure: stdlib only.
 
 Parsers of model output are total: they return None (or an empty list) for text they
 cannot read and never raise, whatever the string holds. Parsed coordinates stay in the
 model's convention; `CoordMap` turns them into pixels of the original image.
-`parse_solution` is the other side: it reads ground truth, and raises ValueError on
-ground truth it cannot read, because a bad record is a data bug to fix, not a zero.
+`parse_solution` is the other side: it reads ground truth (each task's `parse_truth`), and
+raises ValueError on ground truth it cannot read, because a bad record is a data bug to fix,
+not a zero.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from typing import Any, Literal
-
-from visualrft_lite.data.records import TASKS
 
 Box = tuple[float, float, float, float]
 """x1, y1, x2, y2."""
@@ -294,6 +293,23 @@ def parse_choice(answer: str) -> str | None:
     return None
 
 
+def parse_yes_no(completion: str) -> bool | None:
+    """A yes/no answer: True for "yes", False for "no", None if neither (the first word decides).
+
+    The answer block is read when there is one, else the whole completion: the two-stage
+    protocol's gate only decides whether boxes are asked for, and an unformatted "Yes." must
+    not drop a category.
+
+    >>> parse_yes_no("<think>a red bus</think><answer>Yes</answer>"), parse_yes_no("No."), parse_yes_no("maybe")
+    (True, False, None)
+    """
+    answer = extract_answer(completion)
+    words = normalize_label(answer if answer is not None else completion).split()
+    if not words:
+        return None
+    return True if words[0] == "yes" else False if words[0] == "no" else None
+
+
 # ----------------------------------------------------------------------------- coordinates
 
 
@@ -366,11 +382,9 @@ class CoordMap:
 
 # ----------------------------------------------------------------------------- ground truth
 
-ClassifyTruth = tuple[str, ...]
-"""Normalised accepted names, the label first."""
 
-
-def _truth_box(value: Any, what: str) -> Box:
+def truth_box(value: Any, what: str) -> Box:
+    """A ground-truth pixel box: [x1, y1, x2, y2] or {'Position': [...]}; ValueError naming `what` otherwise."""
     if isinstance(value, dict):
         keys = {str(k).lower(): v for k, v in value.items()}
         if "position" not in keys:
@@ -389,91 +403,63 @@ def _truth_box(value: Any, what: str) -> Box:
     return x1, y1, x2, y2
 
 
-def _rel1000_to_pixels(box: Box, image_size: Sequence[float] | None, what: str) -> Box:
+def rel1000_to_pixels(box: Any, image_size: Sequence[float] | None, what: str) -> Box:
+    """A 0-1000 box of Visual-RFT's solution strings in pixels of an image of `image_size`."""
     if image_size is None:
         raise ValueError(f"{what}: Visual-RFT solution strings hold 0-1000 boxes; image_size is needed to convert them")
     width, height = check_size(image_size, "image_size")
-    x1, y1, x2, y2 = _truth_box(box, what)
+    x1, y1, x2, y2 = truth_box(box, what)
     return x1 * width / 1000, y1 * height / 1000, x2 * width / 1000, y2 * height / 1000
 
 
 def parse_solution(task: str, solution: Any, *, image_size: Sequence[float] | None = None) -> Any:
-    """Ground truth in every accepted form -> one normalised form per task.
+    """Ground truth in every form `task` accepts -> the task's one normalised form
+    (`Task.parse_truth`); ValueError on anything else.
 
-    classify: "label", {"label": ..., "synonyms": [...]}, [label, *synonyms] or
-              "<answer>label</answer>"                       -> tuple of normalised names
-    detect:   [[x1, y1, x2, y2], ...] in pixels ([] = no objects) or Visual-RFT's
-              "<answer>[{'Position': [...], ...}]</answer>" / "No Objects" (0-1000)
-                                                              -> list of pixel boxes
-    ground, point: [x1, y1, x2, y2] in pixels, or a string holding one 0-1000 box
-              ("<answer>(x1,y1),(x2,y2)</answer>")           -> one pixel box
-    count:    3, "3", "<answer>three</answer>"                -> int
-    choice:   "B", "(B)", "<answer>B</answer>"                -> one upper-case letter
-
-    Strings are Visual-RFT's format: their boxes are 0-1000 and need `image_size`.
-    Lists are pixels. Raises ValueError on anything else.
+    Strings are Visual-RFT's format: their boxes are 0-1000 and need `image_size`; lists are pixels.
 
     >>> parse_solution("classify", {"label": "British_Shorthair", "synonyms": ["BSH"]})
     ('british shorthair', 'bsh')
     >>> parse_solution("detect", "<answer>[{'Position': [100, 0, 500, 500]}]</answer>", image_size=(640, 480))
     [(64.0, 0.0, 320.0, 240.0)]
     """
-    what = f"{task} solution"
-    if task == "classify":
-        if isinstance(solution, str):
-            names = [answer_or_text(solution)]
-        elif isinstance(solution, dict):
-            unknown = set(solution) - {"label", "synonyms"}
-            if unknown or "label" not in solution:
-                raise ValueError(f"{what} is {{'label': ..., 'synonyms': [...]}}; got keys {sorted(solution)}")
-            synonyms = solution.get("synonyms") or []
-            if isinstance(synonyms, str) or not isinstance(synonyms, Sequence):
-                raise ValueError(f"{what}: synonyms must be a list of strings; got {synonyms!r}")
-            names = [solution["label"], *synonyms]
-        elif isinstance(solution, Sequence) and solution:
-            names = list(solution)
-        else:
-            raise ValueError(f"{what} must be a label string or {{'label': ..., 'synonyms': [...]}}; got {solution!r}")
-        if not all(isinstance(n, str) for n in names):
-            raise ValueError(f"{what}: labels and synonyms must be strings; got {names!r}")
-        normalised = [normalize_label(n) for n in names]
-        if not normalised[0]:
-            raise ValueError(f"{what}: label {names[0]!r} is empty after normalisation")
-        return tuple(dict.fromkeys(n for n in normalised if n))
+    from visualrft_lite.tasks import get_task
 
-    if task == "detect":
-        if isinstance(solution, str):
-            items = parse_detections(answer_or_text(solution))
-            if items is None or any(box is None for box, _ in items):
-                raise ValueError(f"{what}: cannot read boxes from {solution[:200]!r}")
-            return [_rel1000_to_pixels(box, image_size, what) for box, _ in items]  # type: ignore[arg-type]
-        if isinstance(solution, Sequence):
-            return [_truth_box(box, what) for box in solution]
-        raise ValueError(f"{what} must be a list of pixel boxes [x1, y1, x2, y2] ([] = no objects); got {solution!r}")
+    return get_task(task).parse_truth(solution, image_size=image_size)
 
-    if task in ("ground", "point"):
-        if isinstance(solution, str):
-            box = parse_ground_box(answer_or_text(solution))
-            if box is None:
-                raise ValueError(f"{what}: no (x1,y1),(x2,y2) or [x1, y1, x2, y2] box in {solution[:200]!r}")
-            return _rel1000_to_pixels(box, image_size, what)
-        return _truth_box(solution, what)
 
-    if task == "count":
-        if isinstance(solution, bool):
-            raise ValueError(f"{what} must be an integer; got {solution!r}")
-        if isinstance(solution, int):
-            return solution
-        if isinstance(solution, float) and solution.is_integer():
-            return int(solution)
-        if isinstance(solution, str) and (count := parse_count(answer_or_text(solution))) is not None:
-            return count
-        raise ValueError(f"{what} must be an integer; got {solution!r}")
+# ----------------------------------------------------------------------------- geometry
 
-    if task == "choice":
-        letter = parse_choice(answer_or_text(solution)) if isinstance(solution, str) else None
-        if letter is None:
-            raise ValueError(f"{what} must be an option letter such as 'B'; got {solution!r}")
-        return letter
 
-    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two x1y1x2y2 boxes; 0 when either has no area.
+
+    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))  # 50 / (100 + 100 - 50)
+    0.3333333333333333
+    """
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    iou = inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return iou if 0.0 <= iou <= 1.0 else 0.0  # areas that overflow to inf give inf / inf = NaN
+
+
+def box_giou(a: Box, b: Box) -> float:
+    """Generalised IoU in [-1, 1]: IoU - (enclosing area - union) / enclosing area.
+
+    >>> box_giou((0, 0, 10, 10), (20, 0, 30, 10))  # union 200, hull 300: 0 - 100/300
+    -0.3333333333333333
+    """
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = area_a + area_b - inter
+    hull = (max(a[2], b[2]) - min(a[0], b[0])) * (max(a[3], b[3]) - min(a[1], b[1]))
+    if union <= 0 or hull <= 0:
+        return -1.0
+    giou = inter / union - (hull - union) / hull
+    return giou if -1.0 <= giou <= 1.0 else -1.0  # NaN when areas overflow to inf

@@ -1,9 +1,9 @@
 """Atomic, verifiable checkpoints: the adapter in PEFT format plus everything needed to resume.
 
-A checkpoint is written into `checkpoints/.tmp-step-XXXXXX/`, its files are fsync'ed and
-listed with their sizes and SHA-256 in `manifest.json`, and only then is the folder renamed
-to `checkpoints/step-XXXXXX/`, so a kill while saving leaves the previous checkpoint
-loadable. A crash or a full disk can still damage a file later (delayed allocation leaves
+A checkpoint is written into `checkpoints/.tmp-step-XXXXXX/` (`atomic.staged`), its files
+are listed with their sizes and SHA-256 in `manifest.json` and fsync'ed, and only then is
+the folder renamed to `checkpoints/step-XXXXXX/`, so a kill while saving leaves the previous
+checkpoint loadable. A crash or a full disk can still damage a file later (delayed allocation leaves
 it short or zero-filled); `resume_checkpoint` checks each checkpoint against its manifest
 (older ones without a manifest: by parsing the files) and resumes from the newest one
 intact, saying which it skipped and why.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import shutil
@@ -26,7 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from visualrft_lite.atomic import staged, write_text
 from visualrft_lite.errors import UserError
+from visualrft_lite.rundir import RunDir
 
 STATE_FILE = "trainer_state.pt"
 MANIFEST = "manifest.json"
@@ -57,27 +58,14 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
 
 
 def save_checkpoint(run_dir: Path, step: int, model: Any, trainer_state: dict[str, Any], *, keep: int = 2) -> Path:
-    """Write checkpoints/step-{step}/ atomically; keep the newest `keep` (0 = all)."""
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    _record_base(tmp, model)
-    torch.save(trainer_state, tmp / STATE_FILE)
-    write_manifest(tmp)
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving the same step (e.g. after an interrupt): replace it whole
-        old = root / f".old-step-{step:06d}"
-        os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old)
-    else:
-        os.rename(tmp, final)
-    _fsync_dir(root)
+    """Write checkpoints/step-{step}/ atomically (a re-save of a step replaces it whole); keep the
+    newest `keep` (0 = all)."""
+    final = run_dir / RunDir.CHECKPOINTS / f"step-{step:06d}"
+    with staged(final) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        _record_base(tmp, model)
+        torch.save(trainer_state, tmp / STATE_FILE)
+        write_manifest(tmp)
     if keep > 0:
         for old in complete_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -85,7 +73,7 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, trainer_state: dict[st
 
 
 def complete_checkpoints(run_dir: Path) -> list[Path]:
-    root = run_dir / "checkpoints"
+    root = run_dir / RunDir.CHECKPOINTS
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
@@ -119,7 +107,7 @@ def resume_checkpoint(run_dir: Path, *, echo: Callable[[str], None] | None = pri
     saved) or unfinished (a save killed midway) are skipped and `echo` says which and why;
     none usable is a one-line UserError saying how to start the run again.
     """
-    root = run_dir / "checkpoints"
+    root = run_dir / RunDir.CHECKPOINTS
     candidates = sorted((p for p in root.iterdir() if _STEP_DIR.match(p.name)),
                         key=lambda p: int(_STEP_DIR.match(p.name).group(1)), reverse=True) if root.is_dir() else []
     skipped: list[str] = []
@@ -161,18 +149,10 @@ def verify_checkpoint(path: Path) -> str | None:
 
 
 def write_manifest(folder: Path) -> None:
-    """manifest.json: size and SHA-256 of every file in `folder`, each fsync'ed first."""
-    entries = {}
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST):
-        with file.open("rb") as f:
-            os.fsync(f.fileno())
-        entries[file.name] = {"bytes": file.stat().st_size, "sha256": _sha256(file)}
-    tmp = folder / f".{MANIFEST}"
-    with tmp.open("w") as f:
-        json.dump(entries, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / MANIFEST)
+    """manifest.json: size and SHA-256 of every file in `folder`."""
+    entries = {file.name: {"bytes": file.stat().st_size, "sha256": _sha256(file)}
+               for file in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)}
+    write_text(folder / MANIFEST, json.dumps(entries, indent=1))
 
 
 def _read_manifest(path: Path) -> dict[str, dict[str, Any]] | None:
@@ -226,36 +206,18 @@ def _check_zip(file: Path) -> str | None:
 
 
 def _record_base(adapter_dir: Path, model: Any) -> None:
-    from visualrft_lite.modeling.load import record_base
+    from visualrft_lite.modeling.adapters import record_base
 
     record_base(adapter_dir, model)
 
 
 def save_final(run_dir: Path, model: Any, processor: Any | None = None) -> Path:
     """final/: the adapter (and the processor, so predict/merge need nothing else)."""
-    final = run_dir / "final"
-    tmp = run_dir / ".tmp-final"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    _record_base(tmp, model)
-    if processor is not None:
-        processor.save_pretrained(str(tmp))
-    write_manifest(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    final = run_dir / RunDir.FINAL
+    with staged(final) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        _record_base(tmp, model)
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
+        write_manifest(tmp)
     return final
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

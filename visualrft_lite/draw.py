@@ -1,97 +1,72 @@
-"""Drawing answers onto the original image (Pillow only), for `predict --draw` and `samples`.
+"""Drawing on images (Pillow only): the marks every task draws with, captions and grids.
 
-Boxes and points arrive in pixels of the original image (`rewards.parse_prediction`,
-`answers.parse_solution`), so the drawing is the original size and the marks land where the
-model meant them. `samples` draws the ground truth in one colour and a completion's answer
-in another (`mark_truth`, `draw_answer(colour=...)`), captions each tile and lays a group
-out as one grid (`caption`, `grid`).
+Boxes and points arrive in pixels of the original image (a task's `parse_answer` and
+`parse_truth`), so a drawing is the original size and the marks land where the model meant
+them. Which marks a task makes is the task's (`Task.draw_answer`, `Task.draw_truth`); this
+module holds the marks themselves: boxes with a tag, rings, corner tags, and the caption and
+grid that `samples` lays a group out with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60)]
-TRUTH_COLOUR = (34, 160, 60)  # green: the ground truth
-PREDICTION_COLOUR = (220, 30, 60)  # red: what the completion said
+Colour = tuple[int, int, int]
+PALETTE: list[Colour] = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                         (70, 240, 240), (240, 50, 230), (210, 245, 60)]
+TRUTH_COLOUR: Colour = (34, 160, 60)  # green: the ground truth
+PREDICTION_COLOUR: Colour = (220, 30, 60)  # red: what the completion said
+TEXT_COLOUR: Colour = PALETTE[2]  # a class name, count or letter in a corner tag
 
 
-def _font(image: Image.Image) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    return _fixed_font(max(10, min(image.size) // 30))
+@dataclass
+class Canvas:
+    """A copy of an image to draw on, with line width and font scaled to its size."""
 
+    image: Image.Image
+    draw: ImageDraw.ImageDraw
+    font: Any
+    width: int
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, colour: tuple[int, int, int],
-           font: Any, image_size: tuple[int, int]) -> None:
-    """Text on a filled tag, above the anchor if there is room, else just below it."""
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-    w, h = right - left + 4, bottom - top + 4
-    x = min(max(xy[0], 0), max(image_size[0] - w, 0))
-    y = xy[1] - h if xy[1] - h >= 0 else min(xy[1], max(image_size[1] - h, 0))
-    draw.rectangle([x, y, x + w, y + h], fill=colour)
-    draw.text((x + 2 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
+    @classmethod
+    def of(cls, image: Image.Image, *, line_divisor: int = 200) -> Canvas:
+        """`line_divisor`: lines are min(side) / divisor wide (at least 2): 200 for answers, 100 for
+        ground truth meant to stay visible in a thumbnail."""
+        out = image.convert("RGB").copy()
+        return cls(out, ImageDraw.Draw(out), _fixed_font(max(10, min(out.size) // 30)),
+                   max(2, round(min(out.size) / line_divisor)))
 
+    def box(self, box: Sequence[float], colour: Colour, text: str | None = None, *, tag_at: str = "top") -> None:
+        """A rectangle, tagged with `text` above its top-left corner (`tag_at="bottom"`: at its bottom-left)."""
+        self.draw.rectangle(list(box), outline=colour, width=self.width)
+        if text:
+            self.tag((box[0], box[1] if tag_at == "top" else box[3]), _short(text), colour)
 
-def draw_answer(image: Image.Image, task: str, parsed: Any, *, label: str | None = None,
-                colour: tuple[int, int, int] | None = None) -> Image.Image:
-    """A copy of `image` with the answer drawn on it.
+    def ring(self, point: Sequence[float], colour: Colour) -> None:
+        """A ring with a dot at its centre."""
+        x, y = point
+        radius = max(3, min(self.image.size) // 60)
+        self.draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour, width=self.width)
+        self.draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=colour)
 
-    detect: [(box, confidence)] -> boxes tagged "label 0.93"; ground: box -> box tagged with
-    `label`; point: [(x, y)] -> rings; classify/count/choice: the answer in a corner tag.
-    Marks cycle through PALETTE, or all take `colour` when given.
-    """
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    font = _font(out)
-    width = max(2, round(min(out.size) / 200))
-    if task == "detect":
-        for k, (box, confidence) in enumerate(parsed):
-            c = colour or PALETTE[k % len(PALETTE)]
-            draw.rectangle(list(box), outline=c, width=width)
-            _label(draw, (box[0], box[1]), f"{label or 'object'} {confidence:.2f}", c, font, out.size)
-    elif task == "ground":
-        if parsed is not None:
-            c = colour or PALETTE[0]
-            draw.rectangle(list(parsed), outline=c, width=width)
-            _label(draw, (parsed[0], parsed[1]), _short(label or "target"), c, font, out.size)
-    elif task == "point":
-        radius = max(3, min(out.size) // 60)
-        for k, (x, y) in enumerate(parsed):
-            c = colour or PALETTE[k % len(PALETTE)]
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=c, width=width)
-            draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=c)
-    else:
-        text = "no answer" if parsed is None else str(parsed)
-        _label(draw, (0, 0), _short(text), colour or PALETTE[2], font, out.size)
-    return out
+    def corner(self, text: str, colour: Colour, *, bottom: bool = False) -> None:
+        """A tag in the top-left corner (answers), or the bottom-left one (truths)."""
+        self.tag((0, self.image.size[1] if bottom else 0), _short(text), colour)
 
-
-def mark_truth(image: Image.Image, task: str, truth: Any, *,
-               colour: tuple[int, int, int] = TRUTH_COLOUR) -> Image.Image:
-    """A copy of `image` with the parsed ground truth (`answers.parse_solution`'s form) drawn in
-    one `colour`, for comparing with an answer drawn over it (`draw_truth` draws a record's).
-
-    detect: pixel boxes, untagged; ground/point: the target box tagged "truth"; classify: the
-    first name, count: the number, choice: the letter, in a tag at the bottom-left corner
-    (`draw_answer` puts an answer at the top-left).
-    """
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    font = _font(out)
-    width = max(2, round(min(out.size) / 200))
-    if task == "detect":
-        for box in truth:
-            draw.rectangle(list(box), outline=colour, width=width)
-    elif task in ("ground", "point"):
-        draw.rectangle(list(truth), outline=colour, width=width)
-        _label(draw, (truth[0], truth[3]), "truth", colour, font, out.size)
-    else:
-        text = truth[0] if isinstance(truth, tuple) else str(truth)
-        _label(draw, (0, out.size[1]), _short(f"truth: {text}"), colour, font, out.size)
-    return out
+    def tag(self, xy: tuple[float, float], text: str, colour: Colour) -> None:
+        """Text on a filled tag, above the anchor if there is room, else just below it."""
+        left, top, right, bottom = self.draw.textbbox((0, 0), text, font=self.font)
+        w, h = right - left + 4, bottom - top + 4
+        size = self.image.size
+        x = min(max(xy[0], 0), max(size[0] - w, 0))
+        y = xy[1] - h if xy[1] - h >= 0 else min(xy[1], max(size[1] - h, 0))
+        self.draw.rectangle([x, y, x + w, y + h], fill=colour)
+        self.draw.text((x + 2 - left, y + 2 - top), text, fill=(255, 255, 255), font=self.font)
 
 
 def caption(image: Image.Image, lines: list[str], *, max_side: int = 320) -> Image.Image:
@@ -159,31 +134,3 @@ def drawing_paths(target: Path, images: list[str]) -> list[Path]:
         return [target]
     suffix = target.suffix or ".png"
     return [target.with_name(f"{target.stem}-{n}{suffix}") for n in range(1, len(images) + 1)]
-
-
-def draw_truth(image: Image.Image, task: str, solution: Any, *, label: str | None = None) -> Image.Image:
-    """A copy of `image` with a record's ground truth drawn, in the original image's pixels.
-
-    detect: pixel boxes [x1, y1, x2, y2] tagged `label` ("No Objects" when there are none);
-    ground/point: the target box tagged `label` (the instruction); classify: {"label"} in a
-    corner tag; count/choice: the answer in a corner tag. Lines scale with the image so they
-    stay visible in a thumbnail.
-    """
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    font = _font(out)
-    width = max(2, round(min(out.size) / 100))
-    if task == "detect":
-        for k, box in enumerate(solution):
-            colour = PALETTE[k % len(PALETTE)]
-            draw.rectangle(list(box), outline=colour, width=width)
-            _label(draw, (box[0], box[1]), _short(label or "object"), colour, font, out.size)
-        if not solution:
-            _label(draw, (0, 0), _short(f"{label or 'object'}: No Objects"), PALETTE[2], font, out.size)
-    elif task in ("ground", "point"):
-        draw.rectangle(list(solution), outline=PALETTE[0], width=width)
-        _label(draw, (solution[0], solution[1]), _short(label or "target"), PALETTE[0], font, out.size)
-    else:
-        text = solution["label"] if isinstance(solution, dict) else str(solution)
-        _label(draw, (0, 0), _short(text), PALETTE[2], font, out.size)
-    return out

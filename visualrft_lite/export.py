@@ -3,7 +3,7 @@
     checks     the adapter dir holds an adapter; --out is new, empty, or (with --force) an
                earlier merge and nothing else (`rundir.check_output_dir`); the base is --base
                or the adapter config's base, and the adapter must have been trained on it
-    merge      `modeling.merge.merge_lora`: base in bf16/fp16/fp32 (or NF4 dequantised) +
+    merge      `modeling.merge.merge_and_probe`: base in bf16/fp16/fp32 (or NF4 dequantised) +
                adapter -> merge_and_unload, with probe logits before and after
     verify     max |merged - base+adapter| on the probe must stay under the dtype's tolerance
     save       safetensors + config + generation config + processor + chat template, so
@@ -15,9 +15,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +22,10 @@ from typing import Literal
 
 import torch
 
+from visualrft_lite.atomic import staged
 from visualrft_lite.errors import UserError
-from visualrft_lite.generate import adapter_base, model_config_for, run_config_path
-from visualrft_lite.rundir import OutputPlan, check_output_dir
+from visualrft_lite.inference import adapter_base, model_config_for, run_config_path
+from visualrft_lite.rundir import check_output_dir
 
 Dtype = Literal["bf16", "fp16", "fp32"]
 
@@ -51,7 +49,7 @@ class MergeReport:
     files: list[str]
 
 
-def merge(
+def export_merged(
     adapter: Path,
     out: Path,
     *,
@@ -77,12 +75,12 @@ def merge(
     if from_quantized:
         _check_bitsandbytes()
 
-    from visualrft_lite.modeling.merge import merge_lora, save_merged
+    from visualrft_lite.modeling.merge import merge_and_probe, save_merged
 
     where = "NF4-dequantised" if from_quantized else dtype
     echo(f"merging {adapter} into {cfg.name} ({where} weights, saved as {dtype})")
     try:
-        result = merge_lora(cfg, adapter, dtype=dtype, from_quantized=from_quantized, allow_mismatch=allow_mismatch)
+        result = merge_and_probe(cfg, adapter, dtype=dtype, from_quantized=from_quantized, allow_mismatch=allow_mismatch)
     except torch.cuda.OutOfMemoryError:
         raise UserError(f"out of GPU memory loading {cfg.name} in {dtype}; merge on the CPU with --device cpu") from None
     tolerance = TOLERANCE[dtype] * max(1.0, result.logit_scale)
@@ -109,7 +107,12 @@ def merge(
         "max_pixels": cfg.max_pixels,
         "coords": cfg.coords,
     }
-    files = _save_into(plan, lambda staging: save_merged(result, staging, dtype, info))
+    # Staged inside --out and moved in whole: an earlier merge survives a failed save, and its
+    # own files go only once the new ones are complete; nothing outside --out is touched.
+    plan.remove = [p for p in plan.remove if p.name != ".tmp-stage"]
+    with staged(out, inside=True, before_commit=plan.apply) as staging:
+        save_merged(result, staging, dtype, info)
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     if plan.note:
         echo(plan.note)
     echo(f"wrote {out}: {', '.join(files)}")
@@ -120,32 +123,8 @@ def merge(
                        adapter_effect=result.adapter_effect, files=files)
 
 
-def _save_into(plan: OutputPlan, save: Callable[[Path], list[str]]) -> list[str]:
-    """Save into a staging folder inside --out, then swap the earlier merge's files for it:
-    the earlier merge survives a failed save, and nothing outside --out is ever touched."""
-    staging_root = plan.out / ".tmp-merge"
-    plan.out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging_root, ignore_errors=True)
-    staging_root.mkdir()
-    try:
-        save(staging_root / "model")
-        plan.remove = [p for p in plan.remove if p != staging_root]
-        plan.apply()  # the earlier merge's own files go only now
-        for item in sorted((staging_root / "model").iterdir()):
-            os.replace(item, plan.out / item.name)
-    finally:
-        shutil.rmtree(staging_root, ignore_errors=True)
-    return sorted(p.name for p in plan.out.iterdir() if not p.name.startswith("."))
-
-
 def _check_bitsandbytes() -> None:
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("--from-quantized needs bitsandbytes (pip install bitsandbytes); or merge without it")
-
-
-def read_merge_info(folder: Path) -> dict[str, object]:
-    path = folder / "merge_info.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-

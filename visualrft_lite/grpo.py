@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from visualrft_lite.objectives import LOSS_TYPES, REWARD_AGGREGATIONS
+
 RewardScale = Literal["group", "batch", "none"]
-LossType = Literal["grpo", "dapo", "dr_grpo"]
+LossType = str  # a name in objectives.LOSS_TYPES
 ImportanceSampling = Literal["token", "sequence"]
-RewardAggregation = Literal["sum", "normalize_then_sum"]
+RewardAggregation = str  # a name in objectives.REWARD_AGGREGATIONS
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -92,7 +94,8 @@ def aggregate_rewards(
     """The per-completion rewards the advantages are computed from, fp32 [N].
 
     `rewards` holds one dict per completion, group-contiguous like `group_advantages`' input,
-    each with its components and `total` (as `rewards.score` returns them).
+    each with its components and `total` (as `rewards.score` returns them). `mode` is a
+    registered reward aggregation (`objectives.REWARD_AGGREGATIONS`):
         sum                 — `total` as scored: the weighted sum of the components (the paper).
         normalize_then_sum  — each component z-scored within its group, (c − mean) / (std + eps)
                               (unbiased std), then summed with `weights` (a missing name weighs
@@ -101,21 +104,9 @@ def aggregate_rewards(
                               constant within a group contributes exactly 0 there; one missing
                               from a dict counts as 0.
     """
-    if mode == "sum":
-        return torch.tensor([float(r["total"]) for r in rewards], dtype=torch.float32)  # [N]
-    if mode != "normalize_then_sum":
-        raise ValueError(f"mode must be 'sum' or 'normalize_then_sum', got {mode!r}")
-    names = sorted({k for r in rewards for k in r if k != "total"})
-    out = torch.zeros(len(rewards), dtype=torch.float32)  # [N]
-    for name in names:
-        values = torch.tensor([float(r.get(name, 0.0)) for r in rewards], dtype=torch.float64)  # [N]
-        grouped = _grouped(values, group_size)  # [P, G]
-        z = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + eps)  # [P, G]
-        # exactly 0 for a constant component (its mean can differ from its values by rounding)
-        z = z.masked_fill((grouped == grouped[:, :1]).all(dim=1, keepdim=True), 0.0)  # [P, G]
-        weight = 1.0 if weights is None else float(weights.get(name, 1.0))
-        out += weight * z.reshape(-1).float()  # [N]
-    return out
+    aggregate = REWARD_AGGREGATIONS.get(mode)
+    _grouped(torch.empty(len(rewards)), group_size)  # the same checks as the advantages
+    return torch.tensor(aggregate(rewards, group_size, weights, eps), dtype=torch.float32)  # [N]
 
 
 def mask_truncated(
@@ -259,7 +250,7 @@ def grpo_loss(
     geometric mean of its token ratios, clipped as a whole (GSPO clips far tighter: pass its
     epsilons, 3e-4 / 4e-4). The KL term stays per token. With old_logp None, s_i = 1 and the
     gradient equals the token-level one.
-    Aggregation (`loss_type`):
+    Aggregation (`loss_type`, a registered `objectives.LOSS_TYPES` entry):
         grpo    — mean over each sequence's tokens, then sum / num_sequences (the paper)
         dapo    — sum over all tokens / num_tokens
         dr_grpo — sum over all tokens / (num_sequences · max_completion_length)
@@ -281,10 +272,9 @@ def grpo_loss(
     for name, other in (("old_logp", old_logp), ("ref_logp", ref_logp)):
         if other is not None and other.shape != logp.shape:
             raise ValueError(f"{name} must match logp's shape {tuple(logp.shape)}, got {tuple(other.shape)}")
-    if loss_type not in ("grpo", "dapo", "dr_grpo"):
-        raise ValueError(f"loss_type must be 'grpo', 'dapo' or 'dr_grpo', got {loss_type!r}")
-    if loss_type == "dr_grpo" and max_completion_length is None:
-        raise ValueError("loss_type 'dr_grpo' needs max_completion_length (rollout.max_completion_length)")
+    reduction = LOSS_TYPES.get(loss_type)
+    if reduction.needs_max_length and max_completion_length is None:
+        raise ValueError(f"loss_type {loss_type!r} needs max_completion_length (rollout.max_completion_length)")
     if not (0 <= epsilon_low < 1 and epsilon_high >= 0):
         raise ValueError(f"need 0 <= epsilon_low < 1 and epsilon_high >= 0, got {epsilon_low}, {epsilon_high}")
     if importance_sampling not in ("token", "sequence"):
@@ -317,14 +307,8 @@ def grpo_loss(
     per_token = per_token * weights  # [B, T]
 
     n_seq = max(logp.shape[0] if num_sequences is None else num_sequences, 1)
-    if loss_type == "grpo":
-        seq_means = per_token.sum(dim=1) / tokens_per_seq.clamp(min=1.0)  # [B]
-        loss = seq_means.sum() / n_seq  # []
-    elif loss_type == "dapo":
-        n_tok = tokens_per_seq.sum().clamp(min=1.0) if num_tokens is None else max(num_tokens, 1)
-        loss = per_token.sum() / n_tok  # []
-    else:
-        loss = per_token.sum() / (n_seq * max_completion_length)  # []
+    n_tok = tokens_per_seq.sum().clamp(min=1.0) if num_tokens is None else max(num_tokens, 1)
+    loss = reduction.reduce(per_token, tokens_per_seq, n_seq, n_tok, max_completion_length)  # []
 
     with torch.no_grad():
         n_here = weights.sum().clamp(min=1.0)  # []

@@ -13,7 +13,7 @@ import torch
 
 from visualrft_lite import grpo
 from visualrft_lite.modeling import ops
-from visualrft_lite.rollout import Completions
+from visualrft_lite.decoder import Completions
 
 
 def completion_logprobs(model: Any, batch: ops.PromptBatch, features: ops.VisionFeatures,

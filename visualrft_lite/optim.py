@@ -1,29 +1,61 @@
 """The optimizer of the adapters and its learning-rate schedule.
 
+`OPTIMIZERS` holds every optimizer a config can name (train.optimizer), registered once here.
 `Updater.apply` is the whole update: average the gradients over processes, clip, set the
-learning rate, step, zero. `Updater.discard` drops a step's gradients instead.
+learning rate, step, zero. `Updater.discard` drops a step's gradients instead. torch is
+imported when an optimizer is built, so config validation can read the registry cheaply.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from visualrft_lite.config import TrainConfig
-from visualrft_lite.distributed import Processes
 from visualrft_lite.errors import UserError
+from visualrft_lite.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from visualrft_lite.config import TrainConfig
+    from visualrft_lite.distributed import Processes
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """build(params, lr=..., weight_decay=...) -> a torch optimizer."""
+
+    build: Callable[..., Any]
+    needs_cuda: bool = False
+
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer", "train.optimizer")
+
+
+def _adamw(params: list[Any], *, lr: float, weight_decay: float) -> Any:
+    import torch
+
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _paged_adamw_8bit(params: list[Any], *, lr: float, weight_decay: float) -> Any:
+    from visualrft_lite.modeling.optimizers import paged_adamw_8bit
+
+    return paged_adamw_8bit(params, lr=lr, weight_decay=weight_decay)
+
+
+OPTIMIZERS.add("adamw", Optimizer(_adamw), help="torch's AdamW, fp32 states")
+OPTIMIZERS.add("paged_adamw_8bit", Optimizer(_paged_adamw_8bit, needs_cuda=True),
+               help="bitsandbytes' AdamW with 8-bit states in paged memory (CUDA only)")
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    if cfg.optimizer == "paged_adamw_8bit":
-        if device.type != "cuda":
-            raise UserError("train.optimizer=paged_adamw_8bit needs CUDA; use --set train.optimizer=adamw")
-        from visualrft_lite.modeling.optimizers import paged_adamw_8bit
-
-        return paged_adamw_8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    choice = OPTIMIZERS.get(cfg.optimizer)
+    if choice.needs_cuda and device.type != "cuda":
+        raise UserError(f"train.optimizer={cfg.optimizer} needs CUDA; use --set train.optimizer=adamw")
+    return choice.build(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str) -> float:
@@ -53,6 +85,8 @@ class Updater:
 
     def apply(self, lr: float) -> float:
         """Average over processes, clip, step at `lr`; returns the gradient norm before clipping."""
+        import torch
+
         self.processes.average_gradients(self.params)
         max_norm = self.cfg.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm if max_norm > 0 else float("inf"))

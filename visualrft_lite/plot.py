@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from visualrft_lite.errors import UserError
+from visualrft_lite.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ ALERT_COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"
 
 
 @dataclass
-class RunLog:
+class RunHistory:
     """What a run directory's logs hold, after dropping lines that do not parse."""
 
     metrics: list[dict[str, Any]]
@@ -99,17 +99,17 @@ def read_alerts(path: Path) -> tuple[list[dict[str, Any]], int]:
     return rows, malformed
 
 
-def read_run(run_dir: Path) -> RunLog:
+def read_run(run_dir: Path) -> RunHistory:
     """The logs of a run directory; a UserError if there is nothing to plot."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / RunDir.METRICS
     metrics, malformed = read_jsonl(path)
     if not metrics:
         if malformed:
             raise UserError(f"{path} has no readable lines ({malformed} malformed); is the run writing it?")
         raise UserError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
-    heldout, bad_heldout = read_heldout(run_dir / "heldout.jsonl")
-    alerts, bad_alerts = read_alerts(run_dir / "alerts.jsonl")
-    return RunLog(metrics, heldout, malformed + bad_heldout + bad_alerts, alerts)
+    heldout, bad_heldout = read_heldout(run_dir / RunDir.HELDOUT)
+    alerts, bad_alerts = read_alerts(run_dir / RunDir.ALERTS)
+    return RunHistory(metrics, heldout, malformed + bad_heldout + bad_alerts, alerts)
 
 
 def phase_of(row: dict[str, Any]) -> str:
@@ -170,7 +170,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
-    out = Path(out) if out is not None else run_dir / "curves.png"
+    out = Path(out) if out is not None else run_dir / RunDir.CURVES
     fig = curves_figure(run, title=run_dir.name)
     if run.malformed:
         log.warning("%s: skipped %d malformed log line(s)", run_dir, run.malformed)
@@ -178,7 +178,7 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
-def curves_figure(run: RunLog, title: str) -> Any:
+def curves_figure(run: RunHistory, title: str) -> Any:
     """The six-panel figure (a matplotlib Figure on an Agg canvas) for one run's logs."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -293,13 +293,12 @@ def phase_legend(spans: list[tuple[str, int, int]]) -> list[Any]:
 
 
 def write_png(fig: Any, out: Path) -> None:
-    """Save next to `out` and rename over it: readers see the old file or the new one, never a torn one."""
+    """Readers see the old file or the new one, never a torn one (`atomic.write_bytes`)."""
+    import io
+
+    from visualrft_lite.atomic import write_bytes
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same directory: os.replace stays a rename
-    try:
-        with tmp.open("wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    write_bytes(out, buffer.getvalue())

@@ -3,9 +3,9 @@
     check    the task and its fields (--category, --query, ...) before anything loads
     images   each one decoded up front; an unreadable one is reported and skipped
     prompt   the task's training prompt (`prompts.render_prompt`, the run's data.prompt
-             and classification nouns when the adapter's run config is found)
+             and data.* field defaults when the adapter's run config is found)
     answer   the rollout's decoder, greedy (a batch of eval.batch_size images at once) or --sample
-    parse    `rewards.parse_prediction`: the reward's own reading of the answer, in pixels
+    parse    the task's `parse_answer`: the reward's own reading of the answer, in pixels
              of the original image
     output   reasoning + parsed answer per image, or one JSON object per line; drawings
 """
@@ -25,43 +25,52 @@ from PIL import Image
 from visualrft_lite.answers import extract_answer
 from visualrft_lite.config import Config
 from visualrft_lite.data.images import ImageLoadError, load_image
-from visualrft_lite.data.records import TASKS, Record
-from visualrft_lite.errors import UserError, did_you_mean
-from visualrft_lite.evaluate import parsed_json
+from visualrft_lite.data.records import Record
+from visualrft_lite.errors import UserError
 from visualrft_lite.prompts import render_prompt
 from visualrft_lite.rewards import parse_prediction
-
-NEEDS_QUERY = ("ground", "count", "point", "choice")
+from visualrft_lite.tasks import Task, get_task
 
 
 @dataclass
 class TaskSpec:
-    """What to ask: the task and the values its prompt template names."""
+    """What to ask: the task and the values its prompt template names (`Task.fields`)."""
 
     task: str
-    category: str | None = None
-    """detect: the category to find."""
-    labels: list[str] | None = None
-    """classify: class names listed in the prompt (optional)."""
-    query: str | None = None
-    """ground / count / point / choice: the instruction or question."""
-    kind: str | None = None
-    """classify: the noun ("plant"); default: the adapter's run config, else "object"."""
-    attribute: str | None = None
-    """classify: what to name ("species"); default: the run config, else "category"."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """Field name -> value (a list for list fields), from --category, --query, --labels, --kind,
+    --attribute and --field NAME=VALUE; empty values are left out."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            hint = did_you_mean(self.task, TASKS)
-            raise UserError(f"unknown task {self.task!r}{hint} (choose one of {', '.join(TASKS)})")
-        if self.task == "detect" and not (self.category and self.category.strip()):
-            raise UserError("--task detect needs --category NAME, e.g. --category bus")
-        if self.task in NEEDS_QUERY and not (self.query and self.query.strip()):
-            example = {"ground": '"the cup nearest the laptop"', "count": '"How many cars are there?"',
-                       "point": '"the handle of the mug"', "choice": '"Which shape is red? A. circle B. star"'}
-            raise UserError(f"--task {self.task} needs --query TEXT, e.g. --query {example[self.task]}")
-        if self.labels is not None and self.task != "classify":
-            raise UserError("--labels only applies to --task classify")
+        task = get_task(self.task)  # an unknown task names the registered ones
+        self.fields = {k: v for k, v in self.fields.items() if v not in (None, "", [])}
+        names = [f.name for f in task.fields]
+        for name in self.fields:
+            if name not in names:
+                have = ", ".join(names) or "none"
+                raise UserError(f"--{name} does not apply to --task {self.task} (its fields: {have})")
+        for f in task.fields:
+            if f.required and not str(self.fields.get(f.name, "")).strip():
+                option = f"--{f.name}" if f.name in ("category", "query") else f"--field {f.name}=..."
+                raise UserError(f"--task {self.task} needs {option} ({f.help}), e.g. {option.split('=')[0]} {f.example}")
+
+    @property
+    def definition(self) -> Task:
+        return get_task(self.task)
+
+
+def field_values(task: str, given: dict[str, str | None], extra: Sequence[str] = ()) -> dict[str, Any]:
+    """predict's options (`given`: --category, --query, ... as typed) and `--field NAME=VALUE`
+    strings -> the spec's fields; list fields are split at commas."""
+    fields = {k: v for k, v in given.items() if v is not None}
+    for item in extra:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UserError(f"--field expects NAME=VALUE, got {item!r} (e.g. --field options=red,green,blue)")
+        fields[name.strip()] = value
+    lists = {f.name for f in get_task(task).fields if f.is_list}
+    return {k: [x.strip() for x in v.split(",") if x.strip()] if k in lists and isinstance(v, str) else v
+            for k, v in fields.items()}
 
 
 @dataclass
@@ -90,7 +99,7 @@ class ImageResult:
             return {"image": self.image, "error": self.error}
         out = {"image": self.image, "task": task, "image_size": list(self.image_size or ()),
                "completion": self.completion, "reasoning": self.reasoning, "answer": self.answer,
-               "parsed": parsed_json(task, self.parsed)}
+               "parsed": get_task(task).answer_json(self.parsed)}
         if self.drawing is not None:
             out["drawing"] = str(self.drawing)
         return out
@@ -100,27 +109,24 @@ class ImageResult:
 
 
 def prompt_record(image: str, spec: TaskSpec, cfg: Config) -> Record:
-    """A record holding only what the task's template needs (no ground truth)."""
-    data = cfg.data
-    same_task = data.task == spec.task
+    """A record holding only what the task's template needs (no ground truth): the spec's
+    fields, else the run's data.* defaults when the run trained this task, else the fallbacks."""
+    same_task = cfg.data.task == spec.task
     fields: dict[str, Any] = {}
-    if spec.task == "classify":
-        fields["kind"] = spec.kind or (data.kind if same_task else "object")
-        fields["attribute"] = spec.attribute or (data.attribute if same_task else "category")
-        if spec.labels:
-            fields["labels"] = spec.labels
-    if spec.category is not None:
-        fields["category"] = spec.category.strip()
-    if spec.query is not None:
-        fields["query"] = spec.query.strip()
-    return Record(image=image, task=spec.task, solution=None, fields=fields)  # type: ignore[arg-type]
+    for f in spec.definition.fields:
+        value = spec.fields.get(f.name)
+        if value is None and f.data_default is not None:
+            value = getattr(cfg.data, f.data_default) if same_task else f.fallback
+        if value is not None:
+            fields[f.name] = value.strip() if isinstance(value, str) else value
+    return Record(image=image, task=spec.task, solution=None, fields=fields)
 
 
 def prompt_text(record: Record, spec: TaskSpec, cfg: Config) -> str:
-    """The training prompt: the run's data.prompt for this task, else the task's template."""
+    """The training prompt: the run's data.prompt for this task, else the task's template for these fields."""
     template = cfg.data.prompt if cfg.data.task == spec.task and cfg.data.prompt else None
-    if template is None and spec.task == "classify" and spec.labels:
-        template = "classify_labels"
+    if template is None:
+        template = spec.definition.template_for(record.fields)
     return render_prompt(record, template, coords=cfg.model.coords)
 
 
@@ -137,17 +143,7 @@ def format_result(result: ImageResult, spec: TaskSpec) -> str:
         lines.append(f"  reasoning: {result.reasoning}")
     answer = result.answer
     lines.append(f"  answer: {answer}" if answer is not None else f"  no <answer> tag; completion: {result.completion!r}")
-    p = result.parsed
-    if spec.task == "detect":
-        lines.append(f"  {len(p)} {spec.category} box{'es' if len(p) != 1 else ''} (pixels x1, y1, x2, y2; confidence)")
-        lines += [f"    [{', '.join(f'{v:.0f}' for v in box)}]  {conf:.2f}" for box, conf in p]
-    elif spec.task == "ground":
-        lines.append("  box: none" if p is None else f"  box (pixels x1, y1, x2, y2): [{', '.join(f'{v:.0f}' for v in p)}]")
-    elif spec.task == "point":
-        lines.append(f"  {len(p)} point{'s' if len(p) != 1 else ''} (pixels x, y): "
-                     + ", ".join(f"({x:.0f}, {y:.0f})" for x, y in p))
-    else:
-        lines.append(f"  parsed: {p if p is not None else 'none'}")
+    lines += spec.definition.describe(result.parsed, spec.fields)
     if result.drawing is not None:
         lines.append(f"  drawing: {result.drawing}")
     return "\n".join(lines)
@@ -172,8 +168,10 @@ def read_images(paths: Sequence[str]) -> tuple[list[ImageResult], dict[int, Imag
 
 def predict(
     images: Sequence[str],
-    spec: TaskSpec,
+    task: str,
+    fields: dict[str, str | None],
     *,
+    extra_fields: Sequence[str] = (),
     model: str | None = None,
     adapter: Path | None = None,
     preset: str | None = None,
@@ -184,20 +182,23 @@ def predict(
     seed: int = 0,
     max_new_tokens: int | None = None,
     allow_mismatch: bool = False,
+    plugins: Sequence[str] = (),
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> list[ImageResult]:
-    """Answer `spec` on every image; print each result as it is ready (in argument order).
+    """Ask `task` (with its prompt `fields` as typed, and `--field NAME=VALUE` strings) about every
+    image; print each result as it is ready (in argument order).
 
-    Returns one ImageResult per path; unreadable images carry `error` and the rest still
-    run. Raises UserError before loading a model when no image is readable.
+    The task may be a plugin's: the adapter's run config (or `plugins`) loads it first. Returns one
+    ImageResult per path; unreadable images carry `error` and the rest still run. Raises
+    UserError before loading a model when no image is readable or the task's fields are wrong.
     """
     import torch
 
-    from visualrft_lite.draw import draw_answer, drawing_paths
-    from visualrft_lite.generate import inference_config, load_for_inference
+    from visualrft_lite.draw import drawing_paths
+    from visualrft_lite.inference import inference_config, load_for_inference
     from visualrft_lite.modeling.load import resolve_model
-    from visualrft_lite.rollout import Decoding, decode, encode_inputs
+    from visualrft_lite.decoder import Decoding, decode, encode_inputs
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -208,8 +209,9 @@ def predict(
         first = results[0].error
         more = f" (and {len(results) - 1} more unreadable)" if len(results) > 1 else ""
         raise UserError(f"{first}{more}")
-    cfg = inference_config(preset=preset, overrides=overrides, adapter=adapter, model=model)
-    resolve_model(cfg)  # one line in seconds (and the box convention), before anything slow
+    cfg = inference_config(preset=preset, overrides=overrides, adapter=adapter, model=model, plugins=plugins)
+    spec = TaskSpec(task, field_values(task, fields, extra_fields))  # after the run's plugins are loaded
+    cfg = resolve_model(cfg)  # one line in seconds (and the box convention), before anything slow
     draw_to = drawing_paths(draw, list(images)) if draw is not None else None
     if draw is not None and not draw.is_dir():
         draw.parent.mkdir(parents=True, exist_ok=True)
@@ -250,8 +252,8 @@ def predict(
                                             resized_size=enc.batch.resized_sizes[row], options=cfg.reward)
                 r.completion = answers.texts[row]
                 if draw_to is not None:
-                    label = spec.category if spec.task == "detect" else spec.query
-                    draw_answer(decoded[i], spec.task, r.parsed, label=label).save(draw_to[i])
+                    task = spec.definition
+                    task.draw_answer(decoded[i], r.parsed, label=task.draw_label(spec.fields)).save(draw_to[i])
                     r.drawing = draw_to[i]
         emit_ready()
     return results

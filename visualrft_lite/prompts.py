@@ -1,9 +1,10 @@
-"""Task prompt templates, and the supervised target text for SFT warm-up.
+"""Rendering a task's prompt template for a record, and the supervised target text for SFT.
 
-The classification, detection and grounding templates are the Visual-RFT ones (the released
-data uses them), kept byte-for-byte when rendered with the default 0-1000 coordinates. The
-count, choice, point and presence templates follow the same think/answer instruction.
-Templates are `str.format` strings over a record's fields plus a few derived ones:
+Each task owns its templates (`visualrft_lite/tasks/`): the classification, detection and
+grounding ones are Visual-RFT's (the released data uses them), kept byte-for-byte when
+rendered with the default 0-1000 coordinates; the others follow the same think/answer
+instruction (`with_tail`). Templates are `str.format` strings over a record's fields plus a
+few derived ones:
 
     kind, attribute       classification noun and attribute ("aircraft", "model")
     a_kind, a_category    the same with an article ("an aircraft")
@@ -19,7 +20,7 @@ Answer extraction lives in `answers.py`; this module only writes text. Pure: no 
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from visualrft_lite.answers import CoordMap, Coords
@@ -34,50 +35,33 @@ FORMAT_TAIL = (
 )
 
 
-def _with_tail(question: str, answer_example: str) -> str:
+def with_tail(question: str, answer_example: str) -> str:
+    """A task template: the question, then the think/answer instruction with an example answer."""
     # The example itself may contain braces (detection's dict), so it is escaped here once.
     example = answer_example.replace("{", "{{").replace("}", "}}")
     return question + FORMAT_TAIL.replace("{answer_example}", example)
 
 
-CLASSIFY = _with_tail(
-    "This is an image containing {a_kind}. Please identify the {attribute} of the {kind} based on the image.\n",
-    "species name",
-)
-# The paper's prompt does not list the classes; this variant does (data.prompt: classify_labels).
-CLASSIFY_LABELS = _with_tail(
-    "This is an image containing {a_kind}. Please identify the {attribute} of the {kind} based on the image.\n"
-    "Choose one of: {labels}.\n",
-    "species name",
-)
-DETECT = _with_tail(
-    "Detect all objects belonging to the category '{category}' in the image, and provide the bounding boxes "
-    "({box_range}) and confidence (between 0 and 1, with two decimal places).\n"
-    "If no object belonging to the category '{category}' in the image, return 'No Objects'.\n",
-    "[{'Position': [x1, y1, x2, y2], 'Confidence': number}, ...]",
-)
-GROUND = (
-    "Output the bounding box in the image corresponding to the instruction: {query} "
-    "Output the thinking process in <think> </think> and your grounding box. "
-    'Following "<think> thinking process </think>\n<answer>(x1,y1),(x2,y2)</answer>" format.'
-)
-COUNT = _with_tail("{query}\n", "number")
-# `options` carries its own trailing newline, so a query that already lists them renders cleanly.
-CHOICE = _with_tail("{query}\n{options}", "option letter")
-POINT = _with_tail("{query}\nOutput the points as [(x1, y1), ...] ({point_range}).\n", "[(x1, y1), ...]")
-# First stage of the paper's two-stage detection evaluation: boxes are asked only where "yes".
-PRESENCE = _with_tail("Is there {a_category} in the image? Answer yes or no.\n", "yes or no")
+class _Templates(Mapping[str, str]):
+    """Every registered task's named templates (read-only): `data.prompt` may name any of them."""
 
-TEMPLATES: dict[str, str] = {
-    "classify": CLASSIFY,
-    "classify_labels": CLASSIFY_LABELS,
-    "detect": DETECT,
-    "ground": GROUND,
-    "count": COUNT,
-    "choice": CHOICE,
-    "point": POINT,
-    "presence": PRESENCE,
-}
+    def _all(self) -> dict[str, str]:
+        from visualrft_lite.tasks import TASKS
+
+        return {name: text for entry in TASKS.entries() for name, text in entry.value.templates.items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+TEMPLATES: Mapping[str, str] = _Templates()
+"""Template name -> text, over every registered task (classify, classify_labels, detect, presence, ...)."""
 
 _BOX_RANGE = {
     "rel1000": "between 0 and 1000, integer",
@@ -105,7 +89,9 @@ def option_lines(options: Sequence[str]) -> str:
 def resolve_template(template: str | None, task: str) -> str:
     """A template name from TEMPLATES, a literal format string, or None for the task's default."""
     if template is None:
-        return TEMPLATES[task]
+        from visualrft_lite.tasks import get_task
+
+        return next(iter(get_task(task).templates.values()))
     return TEMPLATES.get(template, template)
 
 
@@ -170,55 +156,26 @@ def to_model_box(box: Sequence[float], image_size: tuple[int, int], coords: Coor
     return [round(x1 / cmap.sx), round(y1 / cmap.sy), round(x2 / cmap.sx), round(y2 / cmap.sy)]
 
 
-def _think(record: Record) -> str:
-    """A short generic reasoning line, unless the record carries its own (`fields['think']`)."""
-    if record.fields.get("think"):
-        return str(record.fields["think"])
-    f = record.fields
-    return {
-        "classify": f"The image shows {with_article(str(f.get('kind', 'object')))}; I compare its visible features with the {f.get('attribute', 'category')} I know.",
-        "detect": f"I look for every {f.get('category', 'object')} in the image and locate each one.",
-        "ground": "I find the region that the instruction refers to and locate it.",
-        "count": "I find each matching object in the image and count them.",
-        "choice": "I compare the image with each option.",
-        "point": "I find the target and mark it.",
-    }[record.task]
-
-
 def sft_target(record: Record, image_size: tuple[int, int] | None = None, coords: Coords = "rel1000",
                resized_size: tuple[int, int] | None = None) -> str:
     """The supervised completion `<think>…</think> <answer>…</answer>` for a record.
 
     Boxes go from pixels to the model's convention (`coords`); `image_size` is the original
-    (width, height) the pixel boxes refer to (default: `record.image_size`).
+    (width, height) the pixel boxes refer to (default: `record.image_size`). The reasoning is
+    the record's own (`fields["think"]`) or the task's generic line.
 
     >>> sft_target(Record("x.png", "ground", [10, 20, 30, 40], fields={"query": "the cat"}), (100, 200))
     '<think>I find the region that the instruction refers to and locate it.</think> <answer>(100,100),(300,200)</answer>'
     """
+    from visualrft_lite.tasks import get_task
+
+    task = get_task(record.task)
     size = image_size or record.image_size
-    sol = record.solution
-    if record.task in ("detect", "ground", "point") and size is None:
+    if task.coordinates and size is None:
         raise ValueError("sft_target needs the image size to convert boxes")
-    if record.task == "classify":
-        answer = str(sol["label"] if isinstance(sol, dict) else sol)
-    elif record.task == "detect":
-        if not sol:
-            answer = "No Objects"
-        else:
-            items = [f"{{'Position': {to_model_box(b, size, coords, resized_size)}, 'Confidence': 1.00}}" for b in sol]
-            answer = "[" + ", ".join(items) + "]"
-    elif record.task == "ground":
-        x1, y1, x2, y2 = to_model_box(sol, size, coords, resized_size)
-        answer = f"({x1},{y1}),({x2},{y2})"
-    elif record.task == "point":
-        cx, cy = (float(sol[0]) + float(sol[2])) / 2, (float(sol[1]) + float(sol[3])) / 2  # pixels, rounded once
-        x, y, _, _ = to_model_box([cx, cy, cx, cy], size, coords, resized_size)
-        answer = f"[({x}, {y})]"
-    elif record.task == "count":
-        answer = str(int(sol))
-    else:  # choice
-        answer = str(sol).strip()
-    return f"<think>{_think(record)}</think> <answer>{answer}</answer>"
+    answer = task.sft_answer(record, lambda box: to_model_box(box, size, coords, resized_size))
+    think = str(record.fields["think"]) if record.fields.get("think") else task.think(record)
+    return f"<think>{think}</think> <answer>{answer}</answer>"
 
 
 def after_prefix(prefix: str, text: str) -> str:

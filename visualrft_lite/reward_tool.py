@@ -1,7 +1,7 @@
 """`vrft-lite reward`: score completions from a JSONL file with the training reward.
 
 The command is the reward's contract: what it prints is exactly what training optimises.
-Pure: stdlib only.
+`reward_help` is the command's help text, its task list read from the registry. Pure: stdlib only.
 """
 
 from __future__ import annotations
@@ -10,38 +10,11 @@ import json
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from visualrft_lite.answers import TASKS, check_size
+from visualrft_lite.answers import check_size
 from visualrft_lite.modeling.families import FAMILIES
 from visualrft_lite.prompts import after_prefix
 from visualrft_lite.rewards import RewardOptions, score
-
-REWARD_HELP = """Score completions with the training reward: one JSON object per line in, one out.
-
-FILE is a JSONL file, or - for stdin. Each line holds the task, the completion, the ground
-truth, and the image size [width, height] in pixels (needed for detect, ground and point
-unless --coords pixel; with --coords resized also "resized_size", the processor's size).
---family scores as a model family means it: Qwen2.5-VL's boxes are pixels of the resized
-image, Qwen2-VL's, Qwen3-VL's and Qwen3.5's are 0-1000 relative, and a Qwen3.5 completion
-continues the <think> its template opened:
-
-\b
-  {"task": "detect", "image_size": [640, 800], "solution": [[64, 160, 192, 320]],
-   "completion": "<think>one bus</think><answer>[{'Position': [100, 200, 300, 400], 'Confidence': 0.9}]</answer>"}
-
-prints
-
-\b
-  {"format": 1.0, "iou": 1.0, "confidence": 0.9, "total": 2.9}
-
-Tasks and their solution forms: classify ("label" or {"label": ..., "synonyms": [...]}),
-detect (a list of pixel boxes [x1, y1, x2, y2]; [] = no objects), ground and point (one
-pixel box), count (an integer), choice (a letter). Visual-RFT's own solution strings
-("<answer>...</answer>" with 0-1000 boxes) are accepted too. Output keys: format always;
-accuracy for classify/count/choice; iou and confidence for detect; iou for ground; point
-for point; total. Output line N always answers input line N: a line that cannot be scored
-(blank, malformed, a bad field) prints {"error": "...", "line": N} in its place, is reported
-on stderr with its number, and the others are still scored (exit status 1).
-"""
+from visualrft_lite.tasks import TASKS
 
 _KEYS = ("task", "completion", "solution", "image_size", "resized_size")
 
@@ -72,8 +45,7 @@ def score_line(line: str, options: RewardOptions, prefix: str = "") -> dict[str,
     if missing:
         raise ValueError(f"missing key {', '.join(repr(k) for k in missing)}")
     task = record["task"]
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    TASKS.get(task)  # an unknown task is a ValueError naming the tasks
     if not isinstance(record["completion"], str):
         raise ValueError(f"completion must be a string; got {json.dumps(record['completion'])[:80]}")
     return score(
@@ -111,3 +83,31 @@ def score_jsonl(lines: Iterable[str | bytes], out: TextIO, err: TextIO, options:
         out.write(json.dumps(result, allow_nan=False) + "\n")
         scored += 1
     return scored, failed
+
+
+def reward_help() -> str:
+    """The help text of `vrft-lite reward`, with every registered task's solution form and components."""
+    tasks = "\n".join(f"  {e.name:<9} {e.value.solution_help}; scores {', '.join(e.value.components) or '-'}"
+                      for e in TASKS.entries())
+    return f"""Score completions with the training reward: one JSON object per line in, one out.
+
+FILE is a JSONL file, or - for stdin. Each line holds the task, the completion, the ground
+truth, and the image size [width, height] in pixels (needed for box tasks unless --coords
+pixel; with --coords resized also "resized_size", the processor's size). --family scores as a
+model family means it: its box convention, and whether its chat template opened <think>:
+
+\b
+  echo '{{"task": "classify", "completion": "<think>petals</think><answer>daisy</answer>", "solution": "daisy"}}' \\
+    | vrft-lite reward -
+  {{"format": 1.0, "accuracy": 1.0, "total": 2.0}}
+
+Tasks, their solution forms and reward components (format is scored for every task; total
+is the weighted sum):
+
+\b
+{tasks}
+
+Output line N always answers input line N: a line that cannot be scored (blank, malformed, a
+bad field) prints {{"error": "...", "line": N}} in its place, is reported on stderr with its
+number, and the others are still scored (exit status 1). --plugin FILE.py adds its tasks.
+"""

@@ -1,4 +1,5 @@
-"""Output directories of the verbs that write (train, sft, eval, merge): never lose a user's file.
+"""Output directories of the verbs that write (train, sft, eval, merge): what is in them
+(`RunDir`, `EvalDir`: every file name in one place), and never losing a user's file:
 
     new or empty        used as is
     not empty           refused without --force, with the fix in the message
@@ -26,38 +27,111 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from visualrft_lite.atomic import write_bytes
 from visualrft_lite.errors import UserError
+
+if TYPE_CHECKING:
+    from visualrft_lite.config import Config
 
 Kind = Literal["run", "eval", "merge"]
 
 MARKER = ".vrft-lite.json"
 """Written into every folder `prepare_output_dir` hands out: {"kind": "run" | "eval" | "merge"}."""
 
+
+class RunDir:
+    """A training run's folder and the name of everything train / sft write into it."""
+
+    CONFIG = "config.yaml"  # the resolved config (rerun with --preset RUN/config.yaml)
+    METRICS = "metrics.jsonl"  # one line per step
+    SAMPLES = "samples.jsonl"  # completions with their rewards, every train.samples_every steps
+    HELDOUT = "heldout.jsonl"  # the held-out rows (before training, after the warm-up, at the end)
+    HELDOUT_ANSWERS = "heldout_answers.jsonl"  # every greedy answer behind those rows
+    SKIPPED = "skipped.jsonl"  # every file left out, at load time and mid-run
+    ALERTS = "alerts.jsonl"  # health warnings
+    CHECKPOINTS = "checkpoints"  # step-N/: adapter + optimizer, RNG and data position
+    FINAL = "final"  # the last adapter (+ processor)
+    SFT_MODEL = "sft_model"  # the warmed-up model GRPO starts from (unquantised bases)
+    CURVES = "curves.png"
+    TENSORBOARD, WANDB, SAMPLE_FIGURES = "tensorboard", "wandb", "samples"
+    LOGS = (METRICS, SAMPLES, HELDOUT, HELDOUT_ANSWERS, ALERTS, SKIPPED)
+    """The JSONL logs; lines with a "step" past a resumed checkpoint are redone, so dropped."""
+    STEP_FILES = (CHECKPOINTS, FINAL, SFT_MODEL)
+    """What only a run that finished a step has (besides lines in metrics.jsonl)."""
+    OWN = (CONFIG, *LOGS, TENSORBOARD, WANDB, SAMPLE_FIGURES, *STEP_FILES, CURVES, ".tmp-*", ".old-*")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @classmethod
+    def of_adapter(cls, adapter: Path) -> RunDir | None:
+        """The run an adapter belongs to: RUN/final, or RUN/checkpoints/step-N; None for a bare adapter."""
+        for folder in (adapter.parent, adapter.parent.parent):
+            if (folder / cls.CONFIG).is_file():
+                return cls(folder)
+        return None
+
+    def write_config(self, cfg: Config) -> None:
+        from visualrft_lite.atomic import write_text
+
+        write_text(self / self.CONFIG, cfg.to_yaml())
+
+    def read_config(self, overrides: Sequence[str] = (), *, plugins: Sequence[str] = ()) -> Config:
+        """The run's own config.yaml (its plugins loaded), with `overrides` applied."""
+        from visualrft_lite.config import apply_overrides, config_from_dict, read_yaml
+
+        path = self / self.CONFIG
+        if not path.is_file():
+            raise UserError(f"{self.path} is not a run directory (no {self.CONFIG}); pass the --out of an earlier train")
+        return config_from_dict(apply_overrides(read_yaml(path), list(overrides)), str(path), plugins=plugins,
+                                relative_to=self.path)
+
+    def resume_config(self, overrides: Sequence[str] = ()) -> Config:
+        """config.yaml for --resume: only the length of the run and its logging may change."""
+        allowed = ("train.steps=", "train.save_every=", "train.samples_every=")
+        for o in overrides:
+            if not o.startswith(allowed):
+                raise UserError("--resume keeps the run's config; only train.steps / save_every / samples_every may "
+                                f"change (got --set {o})")
+        return self.read_config(overrides)
+
+
+class EvalDir:
+    """An eval's output folder and the names of what `vrft-lite eval` writes into it."""
+
+    METRICS = "metrics.json"
+    PREDICTIONS = "predictions.jsonl"
+    SKIPPED = "skipped.jsonl"
+    OWN = (METRICS, PREDICTIONS, SKIPPED, ".tmp-*")
+
+
+MERGE_INFO = "merge_info.json"
+"""What a merged model folder holds besides what save_pretrained writes: how it was made."""
+
 OWN_FILES: dict[str, tuple[str, ...]] = {
-    # Everything train / sft write into a run folder (names or fnmatch patterns). A name missing
-    # here makes --force refuse the folder (safe); keep it in step with train.py.
-    "run": ("config.yaml", "metrics.jsonl", "samples.jsonl", "heldout.jsonl", "heldout_answers.jsonl",
-            "skipped.jsonl", "alerts.jsonl", "tensorboard", "wandb", "samples", "checkpoints", "final", "sft_model",
-            "curves.png", ".tmp-*", ".curves.png.*.tmp"),
-    "eval": ("metrics.json", "predictions.jsonl", "skipped.jsonl", ".tmp-*"),
+    # Everything each verb writes into its folder (names or fnmatch patterns). A name missing
+    # here makes --force refuse the folder (safe).
+    "run": RunDir.OWN,
+    "eval": EvalDir.OWN,
     # A merged model: what save_pretrained writes for the model, its processor and template.
-    "merge": ("merge_info.json", "config.json", "generation_config.json", "*.safetensors",
+    "merge": (MERGE_INFO, "config.json", "generation_config.json", "*.safetensors",
               "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "added_tokens.json", "vocab.json", "merges.txt", "preprocessor_config.json",
               "video_preprocessor_config.json", "processor_config.json", "chat_template.jinja",
               "chat_template.json", ".tmp-*"),
 }
-
-STEP_FILES = ("checkpoints", "final", "sft_model")
-"""What only a run that finished a step has (besides lines in metrics.jsonl). A marked run
-folder without them and with an empty metrics.jsonl is a failed start: reused without --force."""
 
 _WHAT = {"run": "a training run", "eval": "an eval's output", "merge": "a merged model"}
 
@@ -97,11 +171,11 @@ def recognise(out: Path) -> Kind | None:
             kind = None
         if kind in OWN_FILES:
             return kind
-    if (out / "config.yaml").is_file() and any((out / n).exists() for n in ("metrics.jsonl", "checkpoints", "final")):
+    if (out / RunDir.CONFIG).is_file() and any((out / n).exists() for n in (RunDir.METRICS, *RunDir.STEP_FILES[:2])):
         return "run"
-    if (out / "metrics.json").is_file() and (out / "predictions.jsonl").is_file():
+    if (out / EvalDir.METRICS).is_file() and (out / EvalDir.PREDICTIONS).is_file():
         return "eval"
-    if (out / "merge_info.json").is_file():
+    if (out / MERGE_INFO).is_file():
         return "merge"
     return None
 
@@ -122,15 +196,16 @@ def _is_failed_start(out: Path, entries: list[Path]) -> bool:
     if not (out / MARKER).is_file() or recognise(out) != "run":
         return False
     own = [p for p in entries if p.name != MARKER]
-    if any(not _matches(p.name, OWN_FILES["run"]) or p.name in STEP_FILES for p in own):
+    if any(not _matches(p.name, OWN_FILES["run"]) or p.name in RunDir.STEP_FILES for p in own):
         return False
-    metrics = out / "metrics.jsonl"
+    metrics = out / RunDir.METRICS
     return not (metrics.is_file() and metrics.read_bytes().strip())  # a logged step: it started for real
 
 
 def _run_summary(out: Path) -> str:
     """'checkpoints up to step M' (or none yet) for a refusal message."""
-    steps = [int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*") if p.name.split("-")[1].isdigit()]
+    steps = [int(p.name.split("-")[1]) for p in (out / RunDir.CHECKPOINTS).glob("step-*")
+             if p.name.split("-")[1].isdigit()]
     return f"checkpoints up to step {max(steps)}" if steps else "no checkpoint yet"
 
 
@@ -158,7 +233,7 @@ def check_output_dir(out: Path, *, kind: Kind, force: bool, protected: Sequence[
     found = recognise(out)
     if not force:
         if found == "run" and kind == "run":
-            resume = f"resume it with --resume {out}, " if (out / "checkpoints").is_dir() else ""
+            resume = f"resume it with --resume {out}, " if (out / RunDir.CHECKPOINTS).is_dir() else ""
             raise UserError(f"{option} {out} holds an earlier run ({_run_summary(out)}); {resume}choose another "
                             f"directory, or pass --force to replace it")
         raise UserError(f"{option} {out} is not empty; choose another directory"
@@ -244,9 +319,7 @@ def recover_jsonl(path: Path, keep_until_step: int | None = None, *,
     body = b"".join(line + b"\n" for line in kept)
     if body == raw:
         return 0
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_bytes(body)
-    os.replace(tmp, path)
+    write_bytes(path, body)
     if echo is not None and (damaged or later):
         parts = []
         if damaged:
@@ -257,11 +330,7 @@ def recover_jsonl(path: Path, keep_until_step: int | None = None, *,
     return damaged + later
 
 
-RUN_LOGS = ("metrics.jsonl", "samples.jsonl", "heldout.jsonl", "heldout_answers.jsonl", "alerts.jsonl", "skipped.jsonl")
-"""A run's JSONL logs; lines with a "step" past the resumed checkpoint are redone, so dropped."""
-
-
 def recover_run_logs(run_dir: Path, keep_until_step: int | None, *,
                      echo: Callable[[str], None] | None = print) -> int:
     """`recover_jsonl` on every log of a run (a resume passes its checkpoint's step)."""
-    return sum(recover_jsonl(run_dir / name, keep_until_step, echo=echo) for name in RUN_LOGS)
+    return sum(recover_jsonl(run_dir / name, keep_until_step, echo=echo) for name in RunDir.LOGS)

@@ -1,42 +1,42 @@
 """A run directory's logs: one JSON object per line, appended by the main process only.
 
-    metrics.jsonl          one line per step
-    samples.jsonl          a few completions with their rewards, every train.samples_every steps
-    heldout.jsonl          the held-out rows (before training, after the warm-up, at the end)
-    heldout_answers.jsonl  every greedy answer behind those rows
-    skipped.jsonl          every file left out: at load time, and images that failed mid-run
+The file names are `RunDir`'s: metrics.jsonl (one line per step), samples.jsonl (completions
+with their rewards), heldout.jsonl and heldout_answers.jsonl (the held-out rows and every
+greedy answer behind them), skipped.jsonl (every file left out, at load time and mid-run).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
+
+from visualrft_lite.rundir import RunDir
 
 
 class RunLog:
     """Appends to the run's JSONL files; a no-op on processes other than the main one."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool) -> None:
-        self.run_dir, self.enabled = run_dir, enabled
+    def __init__(self, run: RunDir, *, enabled: bool) -> None:
+        self.run, self.enabled = run, enabled
 
     def _append(self, name: str, rows: list[dict[str, Any]]) -> None:
         if self.enabled and rows:
-            with (self.run_dir / name).open("a") as f:
+            with (self.run / name).open("a") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
 
     def metrics(self, m: dict[str, Any]) -> None:
-        self._append("metrics.jsonl", [m])
+        self._append(RunDir.METRICS, [m])
 
     def samples(self, rows: list[dict[str, Any]]) -> None:
-        self._append("samples.jsonl", rows)
+        self._append(RunDir.SAMPLES, rows)
 
-    def skipped(self, entries: list[Any]) -> None:
+    def skipped(self, entries: Iterable[Any]) -> None:
         from visualrft_lite.data.skips import write_skipped
 
-        if self.enabled:
-            write_skipped(self.run_dir / "skipped.jsonl", entries, append=True)
+        if self.enabled:  # an empty list still creates the file: "nothing was skipped"
+            write_skipped(self.run / RunDir.SKIPPED, entries, append=True)
 
     def heldout(self, row: dict[str, Any], answers: list[dict[str, Any]]) -> None:
-        self._append("heldout.jsonl", [row])
-        self._append("heldout_answers.jsonl", answers)
+        self._append(RunDir.HELDOUT, [row])
+        self._append(RunDir.HELDOUT_ANSWERS, answers)

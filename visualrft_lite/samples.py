@@ -6,7 +6,7 @@ one JSON object per completion:
     step          int, the optimizer step (1-based, as in metrics.jsonl)          required
     group         int, the prompt's index within the step (completions of one prompt share it)
     index         int, the completion's index within its group (tile order)
-    task          classify | detect | ground | count | choice | point               required
+    task          a registered task (classify, detect, ...; a plugin's)                required
     image         path of the image file; a relative path is looked up in RUN, then in the
                   working directory                                                required to draw
     image_size    [width, height] of the original image (default: read from the file)
@@ -18,28 +18,28 @@ one JSON object per completion:
     advantage     float (optional; shown in the caption)
 
 Lines without `group` (older runs) are grouped by (step, image, prompt). Predictions are read
-with `rewards.parse_prediction` and the run's config.yaml (model.coords and the reward
-options), so what is drawn is what the reward scored: the ground truth in green, the answer
+with the task's own scorer and the run's config.yaml (model.coords, the reward options, its
+plugins), so what is drawn is what the reward scored: the ground truth in green, the answer
 in red, the reward in each tile's caption.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from visualrft_lite.answers import parse_solution
-from visualrft_lite.config import config_from_dict, read_yaml
+from visualrft_lite.config import read_yaml
 from visualrft_lite.data.images import ImageLoadError, load_image
-from visualrft_lite.draw import PREDICTION_COLOUR, caption, draw_answer, grid, mark_truth
+from visualrft_lite.draw import PREDICTION_COLOUR, TRUTH_COLOUR, caption, grid
 from visualrft_lite.errors import UserError
+from visualrft_lite.plugins import load_plugins
 from visualrft_lite.plot import json_objects
-from visualrft_lite.rewards import RewardOptions, parse_prediction
+from visualrft_lite.rewards import RewardOptions, Scorer
+from visualrft_lite.rundir import RunDir
 
-SAMPLES_FILE = "samples.jsonl"
 REQUIRED = ("step", "task", "solution", "completion")
 
 
@@ -67,14 +67,17 @@ def group_rows(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[st
     return groups
 
 
-def reward_options(run_dir: Path) -> RewardOptions:
-    """The run's reward options (coords included) from its config.yaml; defaults without one."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+def reward_options(run_dir: Path, plugins: Sequence[str] = ()) -> RewardOptions:
+    """The run's reward options (coords included) from its config.yaml, its plugins loaded;
+    defaults without one."""
+    run = RunDir(run_dir)
+    if not (run / RunDir.CONFIG).is_file():
+        load_plugins(plugins)
         return RewardOptions()
-    data = read_yaml(path)
+    data = read_yaml(run / RunDir.CONFIG)
+    load_plugins([*(data.get("plugins") or []), *plugins], relative_to=run.path)  # a missing plugin says so
     try:
-        return config_from_dict(data, str(path)).reward
+        return run.read_config().reward
     except UserError:  # a config from another version: its coordinate convention is what matters
         coords = (data.get("model") or {}).get("coords", "rel1000")
         return RewardOptions(coords=coords if coords in ("rel1000", "pixel", "resized") else "rel1000")
@@ -105,55 +108,37 @@ def _fmt_reward(reward: Any) -> str:
     return f"{head} ({parts})" if parts else head
 
 
-def _truth_text(task: str, truth: Any) -> str:
-    if task == "detect":
-        return f"{len(truth)} box{'es' if len(truth) != 1 else ''}"
-    if task in ("ground", "point"):
-        return "[" + ", ".join(f"{v:.0f}" for v in truth) + "]"
-    return str(truth[0] if isinstance(truth, tuple) else truth)
-
-
-def _answer_text(task: str, parsed: Any) -> str:
-    if task == "detect":
-        return f"{len(parsed)} box{'es' if len(parsed) != 1 else ''}"
-    if task == "point":
-        return f"{len(parsed)} point{'s' if len(parsed) != 1 else ''}"
-    if task == "ground":
-        return "no box" if parsed is None else "[" + ", ".join(f"{v:.0f}" for v in parsed) + "]"
-    return "no answer" if parsed is None else str(parsed)
-
-
 def render_group(image: Image.Image, rows: list[dict[str, Any]], options: RewardOptions, *,
                  title: str = "", columns: int = 4) -> Image.Image:
     """One tile per completion (truth in green, its answer in red, reward below), as a grid."""
     first = rows[0]
-    task = first["task"]
     size = _size(first.get("image_size")) or (float(image.width), float(image.height))
-    resized = _size(first.get("resized_size"))
-    truth = parse_solution(task, first["solution"], image_size=size)
-    base = mark_truth(image, task, truth)
+    scorer = Scorer(first["task"], first["solution"], image_size=size, resized_size=_size(first.get("resized_size")),
+                    options=options)
+    task = scorer.task
+    base = task.draw_truth(image, scorer.truth, colour=TRUTH_COLOUR)
     tiles = []
     for k, row in enumerate(rows):
-        parsed = parse_prediction(task, str(row["completion"]), image_size=size, resized_size=resized, options=options)
-        drawn = draw_answer(base, task, parsed, colour=PREDICTION_COLOUR, label="answer")
+        parsed = scorer.parse(str(row["completion"]))
+        drawn = task.draw_answer(base, parsed, colour=PREDICTION_COLOUR, label="answer")
         number = row.get("index", k)
-        lines = [f"#{number} {_fmt_reward(row.get('reward'))}", f"answer: {_answer_text(task, parsed)}"]
+        lines = [f"#{number} {_fmt_reward(row.get('reward'))}", f"answer: {task.answer_text(parsed)}"]
         if isinstance(row.get("advantage"), (int, float)):
             lines[1] += f"  advantage {row['advantage']:+.2f}"
         tiles.append(caption(drawn, lines))
-    head = f"{title}  truth: {_truth_text(task, truth)}  (green: truth, red: answer)"
+    head = f"{title}  truth: {task.truth_text(scorer.truth)}  (green: truth, red: answer)"
     return grid(tiles, columns=columns, title=head.strip())
 
 
 def draw_samples(run_dir: Path, *, step: int | None = None, out: Path | None = None,
-                 echo: Callable[[str], None] = print) -> list[Path]:
+                 echo: Callable[[str], None] = print, plugins: Sequence[str] = ()) -> list[Path]:
     """Write one PNG per group of `step` (default: the last step in samples.jsonl) to `out`
     (default RUN/samples/) and return their paths; groups whose image is missing are skipped
     with a note."""
     run_dir = Path(run_dir)
-    path = run_dir / SAMPLES_FILE
+    path = run_dir / RunDir.SAMPLES
     if not path.is_file():
-        raise UserError(f"{run_dir} has no {SAMPLES_FILE}; train writes it every train.samples_every steps")
+        raise UserError(f"{run_dir} has no {RunDir.SAMPLES}; train writes it every train.samples_every steps")
     rows, skipped = read_samples(path)
     if not rows:
         raise UserError(f"{path} has no usable samples ({skipped} malformed line(s)); is the run writing it?")
@@ -163,8 +148,8 @@ def draw_samples(run_dir: Path, *, step: int | None = None, out: Path | None = N
     elif step not in steps:
         shown = ", ".join(map(str, steps[-10:]))
         raise UserError(f"{path} has no samples of step {step}; steps with samples: {shown}")
-    options = reward_options(run_dir)
-    out = Path(out) if out is not None else run_dir / "samples"
+    options = reward_options(run_dir, plugins)
+    out = Path(out) if out is not None else run_dir / RunDir.SAMPLE_FIGURES
     out.mkdir(parents=True, exist_ok=True)
     if skipped:
         echo(f"note: skipped {skipped} malformed line(s) in {path}")

@@ -15,13 +15,15 @@ wandb logs to Weights & Biases, or to run_dir/wandb/ with WANDB_MODE=offline (`w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from visualrft_lite.alerts import Alert
 from visualrft_lite.errors import UserError
+from visualrft_lite.registry import Registry
 
-ReportTo = Literal["none", "tensorboard", "wandb"]
+if TYPE_CHECKING:
+    from visualrft_lite.alerts import Alert
 
 
 def numeric_fields(metrics: dict[str, Any]) -> dict[str, float]:
@@ -38,6 +40,11 @@ class Tracker(Protocol):
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
     def alert(self, alert: Alert) -> None: ...
     def close(self) -> None: ...
+
+
+TrackerFactory = Callable[..., "Tracker"]
+"""(run_dir, *, config, project) -> Tracker."""
+TRACKERS: Registry[TrackerFactory] = Registry("tracker", "train.report_to")
 
 
 class NullTracker:
@@ -103,14 +110,14 @@ class WandbTracker:
         self.run.finish()
 
 
-def make_tracker(report_to: ReportTo, run_dir: Path, *, config: dict[str, Any] | None = None,
+TRACKERS.add("none", lambda run_dir, **_: NullTracker(), help="metrics.jsonl only")
+TRACKERS.add("tensorboard", lambda run_dir, **_: TensorBoardTracker(run_dir / "tensorboard"),
+             help="TensorBoard event files in RUN/tensorboard/ (pip install 'vrft-lite[tensorboard]')")
+TRACKERS.add("wandb", lambda run_dir, *, config=None, project="vrft-lite": WandbTracker(run_dir, project, config),
+             help="Weights & Biases (pip install 'vrft-lite[wandb]'; WANDB_MODE=offline needs no account)")
+
+
+def make_tracker(report_to: str, run_dir: Path, *, config: dict[str, Any] | None = None,
                  project: str = "vrft-lite") -> Tracker:
     """The tracker `train.report_to` names; a missing package is a UserError naming its pip extra."""
-    run_dir = Path(run_dir)
-    if report_to == "none":
-        return NullTracker()
-    if report_to == "tensorboard":
-        return TensorBoardTracker(run_dir / "tensorboard")
-    if report_to == "wandb":
-        return WandbTracker(run_dir, project, config)
-    raise UserError(f"train.report_to must be one of none, tensorboard, wandb; got {report_to!r}")
+    return TRACKERS.get(report_to)(Path(run_dir), config=config, project=project)

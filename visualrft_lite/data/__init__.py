@@ -1,5 +1,5 @@
 """Dataset sources that all yield `Record`s (see `records.py`)."""
 
-from visualrft_lite.data.records import TASKS, Record
+from visualrft_lite.data.records import Record
 
-__all__ = ["TASKS", "Record"]
+__all__ = ["Record"]

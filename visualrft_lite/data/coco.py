@@ -151,7 +151,8 @@ def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"],
 
     cats = {int(c["id"]): c for c in data["categories"]}
     by_name = {str(c["name"]): cid for cid, c in cats.items()}
-    names = match_names(cfg.categories, list(by_name), "data.categories", str(json_path)) if cfg.categories else list(by_name)
+    setting, wanted = cfg.categories_for(split)
+    names = match_names(wanted, list(by_name), setting, str(json_path)) if wanted else list(by_name)
     images = {int(im["id"]): im for im in data["images"]}
     federated = any("neg_category_ids" in im for im in data["images"])
 

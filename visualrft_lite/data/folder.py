@@ -132,8 +132,9 @@ def class_records(
     by_class: class name -> image files, in the dataset's class order.
     """
     names = list(by_class)
-    if cfg.categories:
-        names = match_names(cfg.categories, names, "data.categories", where)
+    setting, wanted = cfg.categories_for(split)
+    if wanted:
+        names = match_names(wanted, names, setting, where)
     shots = cfg.shots if split == "train" else None
     synonyms = {label_name(k): list(v) for k, v in cfg.synonyms.items()}
     fields: dict[str, Any] = {"kind": cfg.kind, "attribute": cfg.attribute, "labels": names}

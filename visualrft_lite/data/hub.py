@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from visualrft_lite.answers import answer_or_text, parse_solution
+from visualrft_lite.answers import answer_or_text
 from visualrft_lite.data.common import (
     BAD_SOLUTION,
     MISSING_IMAGE,
@@ -34,7 +34,7 @@ from visualrft_lite.data.common import (
     norm_name,
     seeded_order,
 )
-from visualrft_lite.data.jsonl import classify_solution
+from visualrft_lite.data.jsonl import record_solution
 from visualrft_lite.data.records import Record
 from visualrft_lite.errors import UserError
 
@@ -261,20 +261,12 @@ def load_hub(path_str: str, cfg: DataConfig, split: Literal["train", "eval"], ke
             checker.skip(BAD_SOLUTION, where, "problem / solution is not text")
             continue
         try:
-            if cfg.task == "classify":
-                truth: Any = classify_solution(solution, cfg.synonyms)
-            else:
-                truth = parse_solution(cfg.task, solution, image_size=size)
+            truth = record_solution(cfg.task, solution, size, cfg, skipped)
         except ValueError as e:
             checker.skip(BAD_SOLUTION, where, " ".join(str(e).split())[:200])
             continue
-        if cfg.task == "detect":
-            truth = clip_boxes(truth, size, skipped)
-        elif cfg.task in ("ground", "point"):
-            boxes = clip_boxes([truth], size, skipped)
-            if not boxes:
-                continue
-            truth = boxes[0]
+        if truth is None:  # the only box lay outside the image (counted)
+            continue
         records.append(
             Record(
                 image=image,
@@ -287,9 +279,10 @@ def load_hub(path_str: str, cfg: DataConfig, split: Literal["train", "eval"], ke
             )
         )
 
-    if cfg.categories:
+    setting, wanted = cfg.categories_for(split)
+    if wanted:
         available = sorted({g for r in records if (g := _group(r)) is not None})
-        keep = {norm_name(n) for n in match_names(cfg.categories, available, "data.categories", path_str)}
+        keep = {norm_name(n) for n in match_names(wanted, available, setting, path_str)}
         records = [r for r in records if norm_name(_group(r) or "") in keep]
     if cfg.shots is not None and split == "train" and cfg.task in ("classify", "detect"):
         records = _k_per_group(records, cfg.shots, cfg.seed, skipped)

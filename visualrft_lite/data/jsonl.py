@@ -20,41 +20,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visualrft_lite.answers import answer_or_text, parse_solution
 from visualrft_lite.data.common import ImageChecker, LoadResult, clip_boxes
-from visualrft_lite.data.records import TASKS, Record
+from visualrft_lite.data.records import Record
 from visualrft_lite.errors import UserError
+from visualrft_lite.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from visualrft_lite.config import DataConfig
 
 FIELD_KEYS = ("query", "instruction", "category", "labels", "options", "kind", "attribute", "think")
-KNOWN_KEYS = {"image", "task", "solution", "prompt", "meta", *FIELD_KEYS}
+ROW_KEYS = ("image", "task", "solution", "prompt", "meta")
 
 
-def classify_solution(solution: Any, synonyms: dict[str, list[str]]) -> dict[str, Any]:
-    """Any accepted classification truth -> {"label", "synonyms"} (the Record form)."""
-    parse_solution("classify", solution)  # validates; raises ValueError
-    if isinstance(solution, str):
-        label, extra = answer_or_text(solution), []
-    elif isinstance(solution, dict):
-        label, extra = solution["label"], list(solution.get("synonyms") or [])
-    else:
-        label, extra = solution[0], list(solution[1:])
-    return {"label": label, "synonyms": extra + [s for s in synonyms.get(label, []) if s not in extra]}
+def known_keys() -> set[str]:
+    """The keys a row may carry: its own, the shared prompt fields and every registered task's fields."""
+    return {*ROW_KEYS, *FIELD_KEYS, *(f.name for e in TASKS.entries() for f in e.value.fields)}
 
 
 def record_solution(task: str, solution: Any, size: tuple[int, int], cfg: DataConfig, skipped: Counter[str]) -> Any:
-    """Parse truth into Record form; boxes clipped to the image (counted). ValueError if unreadable."""
-    if task == "classify":
-        return classify_solution(solution, cfg.synonyms)
-    parsed = parse_solution(task, solution, image_size=size)
-    if task == "detect":
-        return clip_boxes(parsed, size, skipped)
-    if task in ("ground", "point"):
-        boxes = clip_boxes([parsed], size, skipped)
-        return boxes[0] if boxes else None
-    return parsed
+    """Truth in the form the task keeps in a Record (`Task.record_solution`); boxes clipped to the
+    image (counted). ValueError if unreadable; None when no box is left."""
+    return get_task(task).record_solution(solution, image_size=size, synonyms=cfg.synonyms,
+                                          clip=lambda boxes: clip_boxes(boxes, size, skipped))
+
+
+def prompt_fields(task: str, row: dict[str, Any], cfg: DataConfig) -> dict[str, Any]:
+    """The row's prompt fields, with the task's data.* defaults (classification's kind, attribute)."""
+    own = get_task(task).fields
+    fields = {k: row[k] for k in (*FIELD_KEYS, *(f.name for f in own)) if k in row}
+    for f in own:
+        if f.data_default is not None:
+            fields.setdefault(f.name, getattr(cfg, f.data_default))
+    return fields
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -93,12 +90,13 @@ def load_jsonl(path: Path, cfg: DataConfig, key: str = "data.path") -> LoadResul
         for required in ("image", "solution"):
             if required not in row:
                 raise UserError(f"{where}: missing {required!r} (each line needs image and solution)")
-        unknown = sorted(set(row) - KNOWN_KEYS)
+        known = known_keys()
+        unknown = sorted(set(row) - known)
         if unknown:
-            raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KNOWN_KEYS))})")
+            raise UserError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
         task = row.get("task", cfg.task)
         if task not in TASKS:
-            raise UserError(f"{where}: unknown task {task!r}; choose one of {', '.join(TASKS)}")
+            raise UserError(f"{where}: unknown task {task!r}; choose one of {TASKS.choices()}")
         if not isinstance(row["image"], str) or not row["image"]:
             raise UserError(f"{where}: 'image' must be a file path string")
         if not isinstance(row.get("meta") or {}, dict):
@@ -115,10 +113,7 @@ def load_jsonl(path: Path, cfg: DataConfig, key: str = "data.path") -> LoadResul
             raise UserError(f"{where}: {e}") from None
         if solution is None:  # the only box lay outside the image (counted)
             continue
-        fields = {k: row[k] for k in FIELD_KEYS if k in row}
-        if task == "classify":
-            fields.setdefault("kind", cfg.kind)
-            fields.setdefault("attribute", cfg.attribute)
+        fields = prompt_fields(task, row, cfg)
         records.append(
             Record(
                 image=str(image),

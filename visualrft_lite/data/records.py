@@ -9,10 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-Task = Literal["classify", "detect", "ground", "count", "choice", "point"]
-TASKS: tuple[str, ...] = ("classify", "detect", "ground", "count", "choice", "point")
+from typing import Any
 
 
 @dataclass
@@ -20,11 +17,11 @@ class Record:
     """One training or evaluation example.
 
     image:    a file path, the encoded bytes of an image (hub parquet), or a PIL image.
-    task:     which reward scores it.
+    task:     the registered task that asks and scores it (`visualrft_lite.tasks`).
     fields:   values for the task's prompt template (category, labels, query, kind, ...).
-    solution: ground truth in `rewards.score` form: classify -> {"label", "synonyms"};
-              detect -> list of pixel boxes [x1, y1, x2, y2] (empty: no objects);
-              ground/point -> one pixel box; count -> int; choice -> letter.
+    solution: ground truth as the task keeps it (`Task.record_solution`): classify ->
+              {"label", "synonyms"}; detect -> list of pixel boxes [x1, y1, x2, y2] (empty: no
+              objects); ground/point -> one pixel box; count -> int; choice -> letter.
     prompt:   the full question text when the source ships one verbatim (hub data);
               otherwise None and the prompt is rendered from the task's template.
     image_size: (width, height) of the original image in pixels, when known.
@@ -32,7 +29,7 @@ class Record:
     """
 
     image: str | Path | bytes | Any
-    task: Task
+    task: str
     solution: Any
     fields: dict[str, Any] = field(default_factory=dict)
     prompt: str | None = None
@@ -40,8 +37,9 @@ class Record:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        from visualrft_lite.tasks import TASKS
+
+        TASKS.get(self.task)  # an unknown task is a ValueError naming the tasks
 
     @property
     def image_name(self) -> str:

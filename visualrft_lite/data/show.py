@@ -9,7 +9,6 @@ convention, a swapped label map or an empty split shows up at once.
 from __future__ import annotations
 
 import textwrap
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -21,9 +20,9 @@ from visualrft_lite.data.images import ImageLoadError, load_image
 from visualrft_lite.data.records import Record
 from visualrft_lite.data.skips import skipped_lines
 from visualrft_lite.data.sources import load_records
-from visualrft_lite.draw import draw_truth
 from visualrft_lite.errors import UserError
 from visualrft_lite.prompts import render_prompt
+from visualrft_lite.tasks import get_task
 
 if TYPE_CHECKING:
     from visualrft_lite.config import Config
@@ -38,28 +37,17 @@ def caption_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def truth_label(rec: Record) -> str:
-    """What the ground truth says, in words: the class, the category, the instruction, the answer."""
-    if rec.task == "classify":
-        return str(rec.solution["label"])
-    if rec.task == "detect":
-        return str(rec.fields.get("category", "object"))
-    if rec.task in ("ground", "point"):
-        return str(rec.fields.get("query", "target"))
-    return str(rec.solution)
-
-
 def group_counts(records: Sequence[Record]) -> tuple[str, dict[str, str]]:
-    """('classes', {label: "12"}) or ('categories', {category: "2 with boxes, 2 no objects"})."""
-    if not records or records[0].task not in ("classify", "detect"):
-        return "images", {}
-    if records[0].task == "classify":
-        return "classes", {k: str(n) for k, n in Counter(str(r.solution["label"]) for r in records).items()}
-    pos: Counter[str] = Counter()
-    neg: Counter[str] = Counter()
-    for r in records:
-        (pos if r.solution else neg)[str(r.fields.get("category", "?"))] += 1
-    return "categories", {c: f"{pos[c]} with boxes, {neg[c]} no objects" for c in sorted(set(pos) | set(neg))}
+    """How the task counts its records: ('classes', {label: "12"}), ('categories', {...}) or ('images', {})."""
+    return get_task(records[0].task).group_counts(records) if records else ("images", {})
+
+
+def draw_record(rec: Record) -> Image.Image:
+    """The record's image with its ground truth drawn in original-image pixels."""
+    task = get_task(rec.task)
+    image = load_image(rec.image)
+    truth = task.parse_truth(rec.solution, image_size=rec.image_size or image.size)
+    return task.draw_truth(image, truth, label=task.truth_label(rec))
 
 
 def describe(result: LoadResult, split: Split, cfg: Config, examples: int = 2, listed: int = 20) -> list[str]:
@@ -115,13 +103,13 @@ def contact_sheet(records: Sequence[Record], out: Path, n: int = 16, tile: int =
     for i, rec in enumerate(chosen):
         x, y = (i % cols) * tile, (i // cols) * (tile + caption)
         try:
-            drawn = draw_truth(load_image(rec.image), rec.task, rec.solution, label=truth_label(rec))
+            drawn = draw_record(rec)
         except ImageLoadError as e:
             drawn = Image.new("RGB", (tile, tile), (240, 240, 240))
             ImageDraw.Draw(drawn).text((4, 4), textwrap.fill(str(e), 40), fill=(200, 0, 0), font=font)
         drawn = fit(drawn, tile)
         sheet.paste(drawn, (x + (tile - drawn.width) // 2, y + (tile - drawn.height) // 2))
-        label = textwrap.shorten(truth_label(rec), 40, placeholder="...")
+        label = textwrap.shorten(get_task(rec.task).truth_label(rec), 40, placeholder="...")
         draw.multiline_text((x + 3, y + tile + 2), f"{label}\n{Path(rec.image_name).name[:40]}", fill=(0, 0, 0), font=font)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

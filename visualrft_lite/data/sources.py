@@ -1,4 +1,5 @@
-"""One entry point from a `data:` config section to records: `load_records(cfg, split)`.
+"""One entry point from a `data:` config section to records: `load_records(cfg, split)`, and
+`SOURCES`, the registry of every data.source (what `eval --data SOURCE:PATH` takes too):
 
     hub            Visual-RFT parquet / save_to_disk / hub cache / hub id      (data/hub.py)
     folder         root/<class>/*.jpg or root/{train,test|val|valid}/<class>/  (data/folder.py)
@@ -23,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -36,19 +39,29 @@ from visualrft_lite.data.reasonseg import is_lisa_item, is_reasonseg_dir, load_l
 from visualrft_lite.data.synthetic import make_shapes
 from visualrft_lite.errors import UserError
 from visualrft_lite.prompts import render_prompt
+from visualrft_lite.registry import Registry
 
 if TYPE_CHECKING:
     from visualrft_lite.config import DataConfig
 
-__all__ = ["LoadResult", "detect_kind", "load_records", "synthetic_root"]
+__all__ = ["SOURCES", "DataSource", "LoadResult", "detect_kind", "load_records", "synthetic_root"]
 
-_WHAT = {
-    "folder": "a folder of class sub-folders",
-    "coco": "a COCO/LVIS instances .json file or a COCO folder",
-    "jsonl": "a .jsonl file of records",
-    "reasonseg": "ReasonSeg's folder (train/, val/, test/) or Visual-RFT's lisa_train.json",
-    **{name: f"the folder {d.folder}/ of the official download, or its parent" for name, d in OFFICIAL.items()},
-}
+Split = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One way of reading records: load(path, cfg, split, key) -> LoadResult."""
+
+    load: Callable[[Path, DataConfig, Split, str], LoadResult]
+    what: str
+    """What data.path holds, for messages ("a .jsonl file of records")."""
+    suffixes: tuple[str, ...] = ()
+    """`eval --data PATH` with this suffix is this source."""
+    needs_path: bool = True
+
+
+SOURCES: Registry[DataSource] = Registry("data source", "data.source")
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
@@ -72,7 +85,7 @@ def ensure_synthetic(root: Path, seed: int) -> Path:
         raise cache_home_error(root, e) from None
 
 
-def _load_synthetic(cfg: DataConfig, split: Literal["train", "eval"]) -> LoadResult:
+def _load_synthetic(cfg: DataConfig, split: Split) -> LoadResult:
     root = ensure_synthetic(synthetic_root(cfg), cfg.seed)
     name = "train" if split == "train" else "test"
     if cfg.task == "classify":
@@ -104,7 +117,7 @@ def _json_kind(path: Path) -> str | None:
 def detect_kind(path: Path, declared: str) -> str:
     """How to read an existing `path`: by its contents when they are unambiguous, else `declared`.
 
-    Returns a source name, "lisa" (a lisa_train.json array) or an official dataset's source name.
+    Returns a registered source name (a lisa_train.json array is `reasonseg`).
     """
     if path.is_file():
         suffix = path.suffix.lower()
@@ -113,7 +126,8 @@ def detect_kind(path: Path, declared: str) -> str:
         if suffix == ".jsonl":
             return "jsonl"
         if suffix == ".json":
-            return _json_kind(path) or declared
+            kind = _json_kind(path) or declared
+            return "reasonseg" if kind == "lisa" else kind
         return declared
     if not path.is_dir():
         return declared
@@ -129,7 +143,7 @@ def detect_kind(path: Path, declared: str) -> str:
     return declared
 
 
-def _load_path(raw: str, cfg: DataConfig, split: Literal["train", "eval"], key: str) -> LoadResult:
+def _load_path(raw: str, cfg: DataConfig, split: Split, key: str) -> LoadResult:
     """Records from one configured path (data.path, or data.eval_path for the eval split)."""
     if cfg.source == "hub" and not Path(raw).expanduser().exists():
         return load_hub(raw, cfg, split, key)  # a hub id
@@ -138,40 +152,63 @@ def _load_path(raw: str, cfg: DataConfig, split: Literal["train", "eval"], key: 
         if not cfg.download or key != "data.path":
             raise not_found(dataset, Path(raw).expanduser(), key)
         download(dataset, Path(raw).expanduser())
-    path = require_path(raw, key, _WHAT.get(cfg.source, "a dataset"))
+    path = require_path(raw, key, SOURCES.get(cfg.source).what)
+    return SOURCES.get(detect_kind(path, cfg.source)).load(path, cfg, split, key)
+
+
+def _official(path: Path, cfg: DataConfig, split: Split, key: str) -> LoadResult:
     kind = detect_kind(path, cfg.source)
-    if kind in OFFICIAL:
-        found = find_official(path, prefer=cfg.source)
-        if found is None and path.is_dir() and is_repack(path, cfg):
-            return load_folder(path, cfg, split, key)  # a class-folder re-pack (train/, valid/, cat_to_name.json)
-        if found is None and cfg.download and key == "data.path":
-            found = find_official(download(OFFICIAL[kind], path), prefer=kind)
-        if found is None:
-            raise not_found(OFFICIAL[kind], path, key)
-        dataset, base = found
-        if cfg.source in OFFICIAL and cfg.source != dataset.source:
-            raise UserError(f"{path} holds {dataset.title}, but data.source is {cfg.source}; set "
-                            f"data.source={dataset.source} (or use its preset)")
-        return load_official(dataset, base, cfg, split, key)
-    if kind == "hub":
-        return load_hub(str(path), cfg, split, key)
-    if kind == "folder":
-        return load_folder(path, cfg, split, key)
-    if kind == "coco":
-        return load_coco(coco_json(path, split, key), cfg, split, key)
-    if kind == "lisa":
+    found = find_official(path, prefer=cfg.source)
+    if found is None and path.is_dir() and is_repack(path, cfg):
+        return load_folder(path, cfg, split, key)  # a class-folder re-pack (train/, valid/, cat_to_name.json)
+    if found is None and cfg.download and key == "data.path":
+        found = find_official(download(OFFICIAL[kind], path), prefer=kind)
+    if found is None:
+        raise not_found(OFFICIAL[kind], path, key)
+    dataset, base = found
+    if cfg.source in OFFICIAL and cfg.source != dataset.source:
+        raise UserError(f"{path} holds {dataset.title}, but data.source is {cfg.source}; set "
+                        f"data.source={dataset.source} (or use its preset)")
+    return load_official(dataset, base, cfg, split, key)
+
+
+def _reasonseg(path: Path, cfg: DataConfig, split: Split, key: str) -> LoadResult:
+    if path.is_file():
+        if _json_kind(path) != "lisa":
+            raise UserError(f"{path}: ReasonSeg is a folder (train/, val/, test/ of <id>.jpg + <id>.json), "
+                            f"or Visual-RFT's lisa_train.json array ({key})")
         if split == "eval" and key == "data.path":
             raise UserError(f"{path} (Visual-RFT's lisa_train.json) has no test split; set data.eval_path to ReasonSeg's "
                             f"folder (its test/ is used)")
         return load_lisa_array(path, json.loads(path.read_bytes()), cfg, key)
-    if kind == "reasonseg":
-        if path.is_file():
-            raise UserError(f"{path}: ReasonSeg is a folder (train/, val/, test/ of <id>.jpg + <id>.json), "
-                            f"or Visual-RFT's lisa_train.json array ({key})")
-        return load_reasonseg(path, cfg, split, key)
+    return load_reasonseg(path, cfg, split, key)
+
+
+def _jsonl(path: Path, cfg: DataConfig, split: Split, key: str) -> LoadResult:
     if split == "eval" and key == "data.path":
         raise UserError("a jsonl dataset has no built-in test split; set data.eval_path")
     return load_jsonl(path, cfg, key)
+
+
+SOURCES.add("hub", DataSource(lambda path, cfg, split, key: load_hub(str(path), cfg, split, key),
+                              "a parquet file or folder, a save_to_disk folder or a hub id", (".parquet", ".arrow")),
+            help="Visual-RFT's released parquet sets (image / problem / solution), local or a hub id")
+SOURCES.add("folder", DataSource(load_folder, "a folder of class sub-folders"),
+            help="class-per-folder images; train/ + test/, val/ or valid/; cat_to_name.json for numbered folders")
+SOURCES.add("coco", DataSource(lambda path, cfg, split, key: load_coco(coco_json(path, split, key), cfg, split, key),
+                               "a COCO/LVIS instances .json file or a COCO folder", (".json",)),
+            help="COCO / LVIS instance JSON or the COCO folder, categories by name, k-shot + negatives")
+SOURCES.add("jsonl", DataSource(_jsonl, "a .jsonl file of records", (".jsonl",)),
+            help='your own records: {"image", "task", "solution", "query"...} (JSON Lines or a JSON array)')
+SOURCES.add("synthetic", DataSource(lambda path, cfg, split, key: _load_synthetic(cfg, split),
+                                    "a folder for the generated shapes", needs_path=False),
+            help="generated coloured shapes (the demo and the tests)")
+for _dataset in OFFICIAL.values():
+    SOURCES.add(_dataset.source, DataSource(_official, f"the folder {_dataset.folder}/ of the official download, "
+                                                       f"or its parent"),
+                help=f"{_dataset.title} as released, its own class names and splits (data.download: true fetches it)")
+SOURCES.add("reasonseg", DataSource(_reasonseg, "ReasonSeg's folder (train/, val/, test/) or Visual-RFT's lisa_train.json"),
+            help="LISA's ReasonSeg as released (labelme JSON per image), or Visual-RFT's lisa_train.json")
 
 
 def load_records(cfg: DataConfig, split: Literal["train", "eval"] = "train") -> LoadResult:
@@ -184,15 +221,15 @@ def load_records(cfg: DataConfig, split: Literal["train", "eval"] = "train") -> 
     """
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    if cfg.source == "synthetic":
-        result = _load_synthetic(cfg, split)
+    source = SOURCES.get(cfg.source)
+    if not source.needs_path:
+        result = source.load(Path(cfg.path), cfg, split, "data.path")
     else:
         explicit_eval = split == "eval" and cfg.eval_path is not None
         key = "data.eval_path" if explicit_eval else "data.path"
         raw = cfg.eval_path if explicit_eval else cfg.path
         if not raw:
-            what = "a parquet file or folder, a save_to_disk folder or a hub id" if cfg.source == "hub" else _WHAT[cfg.source]
-            raise UserError(f"{key} is empty; set it to {what} (--set {key}=...)")
+            raise UserError(f"{key} is empty; set it to {source.what} (--set {key}=...)")
         result = _load_path(raw, cfg, split, key)
     for entry in result.files:
         entry.stage = entry.stage or split

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from visualrft_lite.registry import Registry
+
 ATTENTION_MLP = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """Every attention and MLP linear of a Qwen decoder layer (LoRA's default targets)."""
 LINEAR_ATTENTION = ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj")
@@ -50,7 +52,8 @@ class Family:
     """Its chat template opens `<think>` in the generation prompt by default."""
 
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (
+FAMILIES: Registry[Family] = Registry("model family", "--family")
+for _family in (
     Family("qwen2_vl", "Qwen2-VL", "rel1000"),
     Family("qwen2_5_vl", "Qwen2.5-VL", "resized"),
     Family("qwen3_vl", "Qwen3-VL", "rel1000"),
@@ -58,7 +61,9 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in (
     Family("qwen3_5", "Qwen3.5", "rel1000", ATTENTION_MLP + LINEAR_ATTENTION, thinking_template=True),
     Family("qwen3_5_moe", "Qwen3.5-MoE", "rel1000", ATTENTION_MLP + LINEAR_ATTENTION, fused_experts=True,
            thinking_template=True),
-)}
+):
+    FAMILIES.add(_family.model_type, _family, help=f"{_family.label}: boxes {_family.coords}"
+                 + (", MoE experts fused (not adapted)" if _family.fused_experts else ""))
 
 COORDS_HELP = {"rel1000": "0-1000 relative boxes", "resized": "pixels of the resized image",
                "pixel": "pixels of the original image"}
@@ -71,8 +76,8 @@ class UnsupportedModel(ValueError):
 def family_of(model_type: str | None) -> Family:
     """The family of a checkpoint's model_type; UnsupportedModel (one line) otherwise."""
     if model_type in FAMILIES:
-        return FAMILIES[model_type]
-    supported = ", ".join(FAMILIES)
+        return FAMILIES.get(model_type)
+    supported = FAMILIES.choices()
     raise UnsupportedModel(f"not supported yet: {model_type or 'unknown model_type'} "
                            f"(vrft-lite supports {supported})")
 

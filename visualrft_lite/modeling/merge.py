@@ -12,8 +12,6 @@ layout live in `visualrft_lite/export.py`.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from PIL import Image, ImageDraw
 from visualrft_lite.config import ModelConfig
 from visualrft_lite.modeling import load as mload
 from visualrft_lite.modeling import ops
+from visualrft_lite.rundir import MERGE_INFO
 
 PROBE_PROMPT = "Describe the objects in this image and where they are."
 
@@ -109,7 +108,7 @@ def _forget_quantization(model: Any) -> None:
             setattr(model, key, value)
 
 
-def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantized: bool,
+def merge_and_probe(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantized: bool,
                allow_mismatch: bool = False) -> MergeResult:
     """Load the base in `dtype` (or NF4 then dequantised to `dtype`), merge the adapter, measure."""
     torch_dtype = DTYPES[dtype]
@@ -127,7 +126,7 @@ def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantize
         if replaced == 0:
             raise RuntimeError("the NF4 base has no Linear4bit layer to dequantise")
         mload.load_adapter(loaded, adapter_dir, trainable=False, allow_mismatch=True)  # checked above
-    mload.merge_adapters(loaded)
+    mload.fold_adapter(loaded)
     merged = probe_logits(loaded.model, loaded.processor, loaded.device)
     return MergeResult(
         loaded=loaded,
@@ -138,30 +137,14 @@ def merge_lora(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_quantize
     )
 
 
-def save_merged(result: MergeResult, out: Path, dtype: str, info: dict[str, Any]) -> list[str]:
-    """Write model + processor + chat template + merge_info.json into `out` atomically.
-
-    Written into a sibling temp directory and renamed, so a failure never leaves a
-    half-written model where a complete one was. Returns the file names written.
-    """
+def save_merged(result: MergeResult, out: Path, dtype: str, info: dict[str, Any]) -> None:
+    """Write model + processor + chat template + merge_info.json into the folder `out`."""
     model, processor = result.loaded.model, result.loaded.processor
     model.config.dtype = DTYPES[dtype]  # what from_pretrained(dtype="auto") restores
-    tmp = out.with_name(f".tmp-{out.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        processor.save_pretrained(str(tmp))
-        _ensure_chat_template(processor, tmp)
-        (tmp / "merge_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return sorted(p.name for p in out.iterdir())
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    _ensure_chat_template(processor, out)
+    (out / MERGE_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _ensure_chat_template(processor: Any, folder: Path) -> None:

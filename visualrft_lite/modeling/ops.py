@@ -156,7 +156,7 @@ def template_prefix(processor: Any) -> str:
     return text[at + len(ASSISTANT_TURN):] if at >= 0 else ""
 
 
-def special_tokens(processor: Any, model: Any | None = None) -> SpecialTokens:
+def special_tokens(processor: Any) -> SpecialTokens:
     tok = processor.tokenizer
     im_end = tok.convert_tokens_to_ids(END_OF_TURN)
     eos = tuple(i for i in dict.fromkeys([im_end, tok.eos_token_id]) if isinstance(i, int) and i >= 0)
@@ -290,17 +290,15 @@ def prefill(model: Any, batch: PromptBatch, features: VisionFeatures) -> tuple[t
     return logits, out.cache
 
 
-def repeat_cache(cache: Any, times: int, prompts: int | None = None) -> None:
+def repeat_cache(cache: Any, times: int) -> None:
     """Each prompt's cached state repeated for its `times` completions, in place.
 
     `reorder_cache` is the operation every cache layer type implements (attention keys and
     values, and the conv and recurrent states of linear-attention layers; the batch-repeat
     helper exists for attention layers only), so rows 0..P-1 become 0,0,..,1,1,.. for all.
-    `prompts` (P) is read from the cache when not given.
     """
     if times > 1:
-        rows = prompts if prompts is not None else _cache_rows(cache)
-        cache.reorder_cache(torch.arange(rows).repeat_interleave(times))
+        cache.reorder_cache(torch.arange(_cache_rows(cache)).repeat_interleave(times))
 
 
 def _cache_rows(cache: Any) -> int:
@@ -316,8 +314,8 @@ def _cache_rows(cache: Any) -> int:
     raise ValueError("the cache holds no state yet; prefill before repeating it")
 
 
-def decode(model: Any, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
-           cache: Any) -> torch.Tensor:
+def decode_step(model: Any, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None,
+                cache: Any) -> torch.Tensor:
     """One decode step: tokens [B, 1], positions [3, B, 1], mask [B, past + 1] -> logits [B, V]."""
     c = core(model)
     out = c.model(input_ids=tokens, position_ids=positions, attention_mask=attention_mask, cache=cache,

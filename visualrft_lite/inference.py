@@ -4,32 +4,30 @@
                        the base is --model, else the adapter's own base, else model.name
     load_for_inference the base (as configured: 4-bit by default) plus the adapter, eval mode
 
-Answers come from the rollout's decoder (`rollout.decode`), greedy or sampled.
+Answers come from the decoder (`decoder.decode`), greedy or sampled.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visualrft_lite.config import Config, ModelConfig, apply_overrides, config_from_dict, load_config, read_yaml
+from visualrft_lite.config import Config, ModelConfig, load_config, with_model
 from visualrft_lite.errors import UserError
+from visualrft_lite.rundir import RunDir
 
 # ----------------------------------------------------------------------------- config
 
 
 def run_config_path(adapter: Path) -> Path | None:
     """config.yaml of the run an adapter came from: runs/X/final or runs/X/checkpoints/step-N."""
-    for folder in (adapter.parent, adapter.parent.parent):
-        if (folder / "config.yaml").is_file():
-            return folder / "config.yaml"
-    return None
+    run = RunDir.of_adapter(adapter)
+    return run / RunDir.CONFIG if run is not None else None
 
 
 def adapter_base(adapter: Path) -> str | None:
-    from visualrft_lite.modeling.load import adapter_base_name
+    from visualrft_lite.modeling.adapters import adapter_base_name
 
     return adapter_base_name(adapter)
 
@@ -40,24 +38,24 @@ def inference_config(
     overrides: Sequence[str] = (),
     adapter: Path | None = None,
     model: str | None = None,
+    plugins: Sequence[str] = (),
 ) -> Config:
     """The config predict/eval/merge run with (see the module docstring for the order)."""
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise UserError(f"{adapter} holds no adapter (adapter_config.json missing); "
                         f"pass a run's final/ or checkpoints/step-N directory")
-    run_cfg = run_config_path(adapter) if adapter is not None and preset is None else None
-    if run_cfg is not None:
-        cfg = config_from_dict(apply_overrides(read_yaml(run_cfg), list(overrides)), str(run_cfg))
+    run = RunDir.of_adapter(adapter) if adapter is not None and preset is None else None
+    if run is not None:
+        cfg = run.read_config(overrides, plugins=plugins)
     else:
-        cfg = load_config(preset, list(overrides))
+        cfg = load_config(preset, list(overrides), plugins=plugins)
     if model is not None:
         name = model
     elif any(o.strip().startswith("model.name=") for o in overrides):
         name = cfg.model.name
     else:
         name = (adapter_base(adapter) if adapter is not None else None) or cfg.model.name
-    cfg.model = dataclasses.replace(cfg.model, name=name)
-    return cfg
+    return with_model(cfg, name=name)
 
 
 def model_config_for(adapter: Path, *, model: str | None, overrides: Sequence[str] = ()) -> ModelConfig:
