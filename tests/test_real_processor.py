@@ -58,6 +58,19 @@ def test_vendored_files_match_the_sums_in_the_readme():
         assert hashlib.sha256(data).hexdigest() == sums[name], name
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """`tokenizer(folder)`: the family's tokenizers.Tokenizer, built once per module."""
+    built = {}
+
+    def get(folder: str):
+        if folder not in built:
+            built[folder] = build_tokenizer_json(folder, tmp_path_factory.mktemp(folder))
+        return built[folder]
+
+    return get
+
+
 def test_the_bpe_has_the_hubs_sizes(tmp_path):
     # vocab.json: 151,643 byte-level BPE entries (ids 0..151642); merges.txt: 151,387 merges,
     # no "#version" header. The added tokens start right after, at 151643 = <|endoftext|>.
@@ -84,8 +97,8 @@ KNOWN_ENCODINGS = [
 
 @pytest.mark.parametrize("folder", ALL)
 @pytest.mark.parametrize("text,ids", KNOWN_ENCODINGS, ids=["hello", "test", "mixed", "assistant"])
-def test_tokenizer_encodes_like_the_hubs(tmp_path, folder, text, ids):
-    assert build_tokenizer_json(folder, tmp_path).encode(text, add_special_tokens=False).ids == ids
+def test_tokenizer_encodes_like_the_hubs(tokenizer, folder, text, ids):
+    assert tokenizer(folder).encode(text, add_special_tokens=False).ids == ids
 
 
 # Qwen2-VL and Qwen2.5-VL have no <think> token: the tag is byte-level BPE ("<th", "ink", ">"
@@ -96,8 +109,8 @@ THINK = {QWEN2_VL: ([13708, 766, 29], [522, 26865, 29]), QWEN25_VL: ([13708, 766
 
 
 @pytest.mark.parametrize("folder", ALL)
-def test_think_tags_tokenize_as_the_hubs(tmp_path, folder):
-    tok = build_tokenizer_json(folder, tmp_path)
+def test_think_tags_tokenize_as_the_hubs(tokenizer, folder):
+    tok = tokenizer(folder)
     assert tok.encode("<think>", add_special_tokens=False).ids == THINK[folder][0]
     assert tok.encode("</think>", add_special_tokens=False).ids == THINK[folder][1]
 
