@@ -139,7 +139,7 @@ TOKENIZER_SIZE = {QWEN2_VL: 151657, QWEN25_VL: 151665, QWEN3_VL: 151669}
 @pytest.mark.parametrize("folder", ALL)
 def test_special_tokens_are_the_real_ids(real_checkpoint, folder):
     loaded = _load(real_checkpoint, folder)
-    tokens = ops.special_tokens(loaded.processor, loaded.model)
+    tokens = ops.special_tokens(loaded.processor)
     assert tokens.eos == (IM_END,)  # every tokenizer_config names <|im_end|> as eos_token
     assert tokens.pad == ENDOFTEXT
     assert tokens.vocab_size == TOKENIZER_SIZE[folder]
@@ -165,7 +165,7 @@ class ScriptedHead(torch.nn.Module):
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", ALL)
 def test_decoder_stops_at_the_real_end_of_turn(real_checkpoint, folder):
-    from visualrft_lite import rollout
+    from visualrft_lite import decoder
 
     loaded = _load(real_checkpoint, folder)
     tok = loaded.processor.tokenizer
@@ -173,10 +173,10 @@ def test_decoder_stops_at_the_real_end_of_turn(real_checkpoint, folder):
     # the answer, then <|im_end|>, then tokens the decoder must never emit ("Hello world")
     script = answer + [IM_END, 9707, 1879]
     ops.core(loaded.model).lm_head = ScriptedHead(script, loaded.model.config.text_config.vocab_size)
-    enc = rollout.encode_inputs(loaded.model, loaded.processor, [Image.new("RGB", (112, 112), (200, 30, 30))],
+    enc = decoder.encode_inputs(loaded.model, loaded.processor, [Image.new("RGB", (112, 112), (200, 30, 30))],
                                 ["What is this?"], loaded.device)
-    out = rollout.decode(loaded.model, loaded.processor, enc.batch, enc.features,
-                         rollout.Decoding.greedy_search(max_new_tokens=len(script) + 4))
+    out = decoder.decode(loaded.model, loaded.processor, enc.batch, enc.features,
+                         decoder.Decoding.greedy_search(max_new_tokens=len(script) + 4))
     # stopped at 151645 (which counts as a completion token): nothing was generated after it
     assert out.ids.shape[1] == len(answer) + 1
     assert out.ids[0, : int(out.lengths[0])].tolist() == answer + [IM_END]
@@ -184,10 +184,10 @@ def test_decoder_stops_at_the_real_end_of_turn(real_checkpoint, folder):
 
 
 def _sft_rows(loaded, record: Record) -> list[int]:
-    from visualrft_lite import rollout
+    from visualrft_lite import decoder
     from visualrft_lite.sft import sft_targets
 
-    enc = rollout.encode_inputs(loaded.model, loaded.processor, [Image.new("RGB", (112, 112))], ["?"],
+    enc = decoder.encode_inputs(loaded.model, loaded.processor, [Image.new("RGB", (112, 112))], ["?"],
                                 loaded.device)
     session = SimpleNamespace(processor=loaded.processor, device=loaded.device,
                               cfg=SimpleNamespace(model=SimpleNamespace(coords="rel1000")))
