@@ -156,7 +156,7 @@ def test_thinking_takes_on_and_off_as_yaml_writes_them(raw: str, expected: str, 
 
 def test_a_choice_is_checked_against_its_own_type() -> None:
     # the Literal is the one list of choices: its message names them all
-    with pytest.raises(UserError, match=r"model\.quant must be one of 4bit, 8bit, none; got '2bit'"):
+    with pytest.raises(UserError, match=r"model\.quant must be one of auto, 4bit, 8bit, none; got '2bit'"):
         load_config("demo", ["model.quant=2bit"])
     with pytest.raises(UserError, match=r"grpo\.importance_sampling must be one of token, sequence"):
         load_config("demo", ["grpo.importance_sampling=word"])
@@ -194,8 +194,9 @@ def test_resolve_gives_the_family_its_convention_and_layers() -> None:
     from visualrft_lite.modeling.families import FAMILIES
 
     cfg = load_config("flowers-1shot")
-    out, warnings = resolve(cfg, FAMILIES["qwen3_5"])
-    assert out.model.coords == out.reward.coords == "rel1000" and warnings == []
+    out, lines = resolve(cfg, FAMILIES["qwen3_5"])
+    assert out.model.coords == out.reward.coords == "rel1000"
+    assert [line.split(":")[0] for line in lines] == ["note"]  # model.quant: auto is 16-bit for Qwen3.5
     assert "in_proj_qkv" in out.lora.target_modules and "in_proj_qkv" not in cfg.lora.target_modules
     # a config's own target list stays as written; a contradicting box convention warns
     mine = load_config("flowers-1shot", ["lora.target_modules=[q_proj]", "model.coords=rel1000"])

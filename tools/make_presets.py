@@ -45,8 +45,28 @@ MODELS = {
     # model.coords: auto follows each checkpoint's box convention
     "qwen2.5-vl-3b": ("Qwen/Qwen2.5-VL-3B-Instruct", 8, "Qwen2.5-VL-3B", "-qwen2.5-vl-3b"),
     "qwen3-vl-2b": ("Qwen/Qwen3-VL-2B-Instruct", 8, "Qwen3-VL-2B", "-qwen3-vl-2b"),
+    "qwen3.5-2b": ("Qwen/Qwen3.5-2B", 8, "Qwen3.5-2B", "-qwen3.5-2b"),
 }
-NEWER = ("qwen2.5-vl-3b", "qwen3-vl-2b")
+NEWER = ("qwen2.5-vl-3b", "qwen3-vl-2b", "qwen3.5-2b")
+PATCH16 = ("qwen3-vl-2b", "qwen3.5-2b")  # 16-pixel patches: one image token is 32x32 pixels, not 28x28
+
+
+def method(size: str) -> str:
+    """How the preset trains, for its description."""
+    return "16-bit LoRA GRPO" if size.startswith("qwen3.5") else "4-bit + LoRA GRPO"
+
+
+def pixels(size: str) -> str:
+    """The paper's image budget (min 4·28·28, max 512·28·28 pixels) in the model's own token size.
+
+    Patch-16 families keep the paper's area, 401408 = 392·32·32 exactly, so an image is resized
+    to the same resolution as in the paper (392 image tokens of 32x32 pixels instead of 512 of
+    28x28), and the paper's floor of 4 image tokens, 4·32·32 = 4096."""
+    if size in PATCH16:
+        return """  min_pixels: 4096            # 4*32*32: the paper's floor of 4 image tokens (32x32 pixels a token)
+  max_pixels: 401408          # 392*32*32: the paper's area (512*28*28), so 392 image tokens at most"""
+    return """  min_pixels: 3136            # 4*28*28: the paper's smallest image area after resize (4 image tokens)
+  max_pixels: 401408          # 512*28*28: the paper's largest image area after resize (512 image tokens)"""
 
 
 def label(size: str) -> str:
@@ -66,13 +86,12 @@ def common(size: str, steps: int, steps_note: str) -> str:
     return f"""
 model:
   name: {name}  # hub id or local directory
-  quant: 4bit                 # NF4 base with double quantisation (the paper: bf16 full weights on 8xA100)
+  quant: auto                 # the family's: NF4 4-bit, or 16-bit for Qwen3.5 (QLoRA not advised for it); the paper: bf16 full weights on 8xA100
   dtype: auto                 # bf16 compute on CUDA, fp32 on CPU
   attn: auto                  # flash_attention_2 when installed, else sdpa
-  coords: auto                # the checkpoint's convention: 0-1000 relative (Qwen2-VL, Qwen3-VL), resized-image pixels (Qwen2.5-VL)
-  thinking: auto              # the chat template's default (Qwen3.5 opens <think>); on / off set enable_thinking
-  min_pixels: 3136            # 4*28*28: the paper's smallest image area after resize
-  max_pixels: 401408          # 512*28*28: the paper's largest image area after resize
+  coords: auto                # the checkpoint's convention: 0-1000 relative (Qwen2-VL, Qwen3-VL, Qwen3.5), resized-image pixels (Qwen2.5-VL)
+  thinking: auto              # as the chat template opens the turn (Qwen3.5: <think>); on / off set enable_thinking where it has one
+{pixels(size)}
   gradient_checkpointing: true  # recompute activations in backward: less memory, ~30% more time
 
 lora:
@@ -130,7 +149,7 @@ def classification(ds: str, shots: int, size: str) -> str:
   seed: 0                     # k-shot sampling seed"""
     return f"""# {ds} {shots}-shot classification, {label(size)} (Visual-RFT paper, fine-grained classification).
 name: {ds}-{shots}shot{suffix(size)}
-description: {ds.capitalize()} {shots}-shot classification, {label(size)}, 4-bit + LoRA GRPO
+description: {ds.capitalize()} {shots}-shot classification, {label(size)}, {method(size)}
 data:
 {data}
 
@@ -150,7 +169,7 @@ def coco_fewshot(shots: int, size: str) -> str:
   negatives: {shots}                # images without the category per category ("No Objects")"""
     return f"""# COCO few-shot detection, 8 categories, {shots}-shot, {label(size)} (Visual-RFT paper).
 name: coco-8cat-{shots}shot{suffix(size)}
-description: COCO 8-category {shots}-shot detection, {label(size)}, 4-bit + LoRA GRPO
+description: COCO 8-category {shots}-shot detection, {label(size)}, {method(size)}
 data:
 {data}
   task: detect
@@ -167,7 +186,7 @@ reward:
 def lvis_fewshot(size: str) -> str:
     return f"""# LVIS few-shot detection, 6 rare categories, 10-shot, {label(size)} (Visual-RFT paper).
 name: lvis-rare6-10shot{suffix(size)}
-description: LVIS 6 rare categories 10-shot detection, {label(size)}, 4-bit + LoRA GRPO
+description: LVIS 6 rare categories 10-shot detection, {label(size)}, {method(size)}
 data:
   source: coco                # LVIS v1 uses the COCO instance format (images from COCO 2017)
   path: data/lvis/lvis_v1_train.json  # images (train2017/, val2017/ from each coco_url) found in data/coco, or data.image_root
@@ -188,7 +207,7 @@ reward:
 def lisa(size: str) -> str:
     return f"""# LISA / ReasonSeg reasoning grounding, {label(size)} (Visual-RFT paper: 239 training images).
 name: lisa-grounding{suffix(size)}
-description: LISA reasoning grounding (239 images), {label(size)}, 4-bit + LoRA GRPO
+description: LISA reasoning grounding (239 images), {label(size)}, {method(size)}
 data:
   source: reasonseg           # LISA's ReasonSeg as released: <id>.jpg + <id>.json (instructions, polygons; no boxes)
   path: data/reason_seg/ReasonSeg  # the folder holding train/ (239 images); Visual-RFT's lisa_train.json works too

@@ -7,9 +7,9 @@ tasks, `data.source` against the data sources, `train.optimizer`, `train.report_
 config: `resolve.with_model` and `resolve.resolve` return new ones. The life of a config:
 
     parse      YAML mapping -> Config (`files.config_from_dict`): types, keys, values
-    resolve    Config + the checkpoint's family -> Config (`resolve.resolve`): model.coords: auto
-               becomes the family's box convention, the default LoRA targets the family's
-               layers; what a run's config.yaml records, and what its eval/predict/merge reuse
+    resolve    Config + the checkpoint's family and processor -> Config (`resolve.resolve`):
+               every model.* auto and the default LoRA targets become the checkpoint's values;
+               what a run's config.yaml records, and what its eval/predict/merge reuse
 
 Pure: imports neither torch nor transformers (registries that live next to heavier code are
 imported when a value is checked).
@@ -64,8 +64,9 @@ class ModelConfig(Section):
     name: str = "Qwen/Qwen2-VL-2B-Instruct"
     """Hub id or local directory; `vrft-lite/tiny-qwen2-vl` is the tiny local model
     (`vrft-lite/tiny-qwen2.5-vl`, `-qwen3-vl`, `-qwen3.5`: the other families' tiny models)."""
-    quant: Literal["4bit", "8bit", "none"] = "4bit"
-    """Base weights: NF4 4-bit (double quantisation), int8, or unquantised."""
+    quant: Literal["auto", "4bit", "8bit", "none"] = "auto"
+    """Base weights: NF4 4-bit (double quantisation), int8, or unquantised (16-bit LoRA); auto =
+    the family's: 4bit, but none for Qwen3.5 (QLoRA not advised for it). Resolved into config.yaml."""
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Compute dtype; auto = bf16 on CUDA, fp32 on CPU."""
     attn: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
@@ -75,20 +76,26 @@ class ModelConfig(Section):
     Qwen2-VL, Qwen3-VL, Qwen3.5 0-1000 relative (`rel1000`); Qwen2.5-VL absolute pixels of the
     resized image (`resized`). A run's config.yaml records the resolved value."""
     thinking: Literal["auto", "on", "off"] = "auto"
-    """Chat template's thinking mode (enable_thinking): auto = the template's default (Qwen3.5
-    opens <think> in the generation prompt); on / off pass enable_thinking=True / False (YAML's
-    bare on / off / true / false are read as on / off)."""
-    min_pixels: int = 3136
-    """Smallest image area after the processor's resize (3136 = 4·28·28, the paper's)."""
-    max_pixels: int = 401408
-    """Largest image area after resize (401408 = 512·28·28, the paper's)."""
+    """Does the prompt open <think>: auto = as the chat template does by default (Qwen3.5 and
+    Thinking checkpoints: on); on / off ask a template with an enable_thinking switch (a warning
+    when it has none). Resolved into config.yaml; YAML's bare on / off / true / false work."""
+    min_pixels: int | Literal["auto"] = "auto"
+    """Smallest image area after the processor's resize; auto = the checkpoint's own (Qwen2-VL
+    3136 = 4·28·28, Qwen3-VL 65536 = 64·32·32). Resolved into config.yaml."""
+    max_pixels: int | Literal["auto"] = "auto"
+    """Largest image area after resize; auto = the checkpoint's own (Qwen2-VL 12845056, Qwen3-VL
+    16777216). The paper's budget is 401408 = 512·28·28 (392·32·32 for patch-16 families)."""
     gradient_checkpointing: bool = True
     """Recompute activations in backward (non-reentrant): less memory, ~30% more compute."""
     device: str = "auto"
     """auto = cuda when available, else cpu."""
 
     def check(self) -> None:
-        _check(0 < self.min_pixels <= self.max_pixels, "need 0 < model.min_pixels <= model.max_pixels")
+        for key in ("min_pixels", "max_pixels"):
+            v = getattr(self, key)
+            _check(v == "auto" or (type(v) is int and v > 0), f"model.{key} must be a positive integer or auto; got {v!r}")
+        _check("auto" in (self.min_pixels, self.max_pixels) or self.min_pixels <= self.max_pixels,  # type: ignore[operator]
+               "need model.min_pixels <= model.max_pixels")
 
 
 @dataclass(frozen=True)

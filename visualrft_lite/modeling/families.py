@@ -1,10 +1,10 @@
 """The Qwen VLM families vrft-lite supports, and what each one means by a box. Pure: stdlib only.
 
-A family is the checkpoint's `model_type` (config.json). It decides three things the user
-should never have to know: the box convention the model was trained to write
-(`model.coords: auto` resolves to it), which linear layers of the language model LoRA adapts
-by default, and whether the MoE experts are fused parameters (which neither LoRA nor
-bitsandbytes can reach).
+A family is the checkpoint's `model_type` (config.json). It decides what the user should
+never have to know: the box convention the model was trained to write (`model.coords: auto`
+resolves to it), which linear layers of the language model LoRA adapts by default, whether
+the MoE experts are fused parameters (which neither LoRA nor bitsandbytes can reach), how
+many pixels make one image token, and whether `model.quant: auto` quantises the base.
 
 Box conventions, with where each comes from:
     qwen2_vl     rel1000   integers 0-1000 relative to the image (the Visual-RFT paper's model).
@@ -50,17 +50,26 @@ class Family:
     """MoE experts stored as one fused parameter per layer: no LoRA, no 4-bit for them."""
     thinking_template: bool = False
     """Its chat template opens `<think>` in the generation prompt by default."""
+    image_factor: int = 28
+    """Pixels per image-token side: patch 14 x spatial merge 2 (Qwen2/2.5-VL), 16 x 2 (Qwen3-VL, Qwen3.5)."""
+    quant: str = "4bit"
+    """What `model.quant: auto` becomes (see QLORA_CONCERN for Qwen3.5's 16-bit default)."""
 
+
+QLORA_CONCERN = ("Unsloth's Qwen3.5 fine-tuning guide advises against QLoRA (4-bit) training of Qwen3.5, "
+                 "dense or MoE, its quantisation error being larger than usual, and trains bf16 LoRA instead")
+"""Why Qwen3.5 trains on a 16-bit base by default (unsloth.ai/docs/models/qwen3.5/fine-tune)."""
 
 FAMILIES: Registry[Family] = Registry("model family", "--family")
 for _family in (
     Family("qwen2_vl", "Qwen2-VL", "rel1000"),
     Family("qwen2_5_vl", "Qwen2.5-VL", "resized"),
-    Family("qwen3_vl", "Qwen3-VL", "rel1000"),
-    Family("qwen3_vl_moe", "Qwen3-VL-MoE", "rel1000", fused_experts=True),
-    Family("qwen3_5", "Qwen3.5", "rel1000", ATTENTION_MLP + LINEAR_ATTENTION, thinking_template=True),
+    Family("qwen3_vl", "Qwen3-VL", "rel1000", image_factor=32),
+    Family("qwen3_vl_moe", "Qwen3-VL-MoE", "rel1000", fused_experts=True, image_factor=32),
+    Family("qwen3_5", "Qwen3.5", "rel1000", ATTENTION_MLP + LINEAR_ATTENTION, thinking_template=True,
+           image_factor=32, quant="none"),
     Family("qwen3_5_moe", "Qwen3.5-MoE", "rel1000", ATTENTION_MLP + LINEAR_ATTENTION, fused_experts=True,
-           thinking_template=True),
+           thinking_template=True, image_factor=32, quant="none"),
 ):
     FAMILIES.add(_family.model_type, _family, help=f"{_family.label}: boxes {_family.coords}"
                  + (", MoE experts fused (not adapted)" if _family.fused_experts else ""))

@@ -24,6 +24,8 @@ import torch
 from visualrft_lite.atomic import staged
 from visualrft_lite.config import Config, LoraConfig, ModelConfig, resolve
 from visualrft_lite.errors import UserError
+from visualrft_lite.image_tokens import TokenBudget
+from visualrft_lite.modeling import processor_files
 from visualrft_lite.modeling.adapters import MISMATCH_FLAG, base_mismatch, record_base
 from visualrft_lite.modeling.families import Family
 from visualrft_lite.modeling.hub import _FIX, check_model_available, checkpoint_family, hub_offline, probe_hub
@@ -45,15 +47,25 @@ class Loaded:
 
 def resolve_model(cfg: Config) -> Config:
     """Before anything slow: the model is reachable, its family is supported, and the config
-    resolved for it (`config.resolve`: model.coords: auto becomes the family's box convention,
-    the default LoRA targets its layers), so a run's config.yaml records what its
-    eval/predict/merge reuse. Warnings (an explicit model.coords that contradicts the family)
-    go to stderr."""
-    family = checkpoint_family(check_model_available(cfg.model.name))
-    resolved, warnings_ = resolve(cfg, family)
-    for warning in warnings_:
-        print(f"warning: {warning}", file=sys.stderr)
+    resolved for it (`config.resolve`: every model.* auto becomes the checkpoint's value, from
+    its config.json and its processor files, no weights read), so a run's config.yaml records
+    what its eval/predict/merge reuse. Warnings and notes go to stderr."""
+    source = check_model_available(cfg.model.name)
+    family = checkpoint_family(source)
+    resolved, lines = resolve(cfg, family, processor_files.read_processor(source))
+    for line in lines:
+        print(line, file=sys.stderr)
     return resolved
+
+
+def token_budget(cfg: ModelConfig) -> TokenBudget | None:
+    """The image token budget of a resolved model section (None while its pixels are auto)."""
+    if "auto" in (cfg.min_pixels, cfg.max_pixels):
+        return None
+    source = check_model_available(cfg.name)
+    described = processor_files.read_processor(source)
+    factor = described.factor if described is not None and described.factor else checkpoint_family(source).image_factor
+    return TokenBudget(int(cfg.min_pixels), int(cfg.max_pixels), factor)
 
 
 @contextlib.contextmanager
@@ -100,13 +112,21 @@ def _has_flash_attn() -> bool:
 
 
 def load_processor(name: str, cfg: ModelConfig, **hub_kwargs: Any) -> Any:
+    """The checkpoint's processor; model.min/max_pixels replace its image resize bounds unless
+    they are auto (then the checkpoint's own stay), model.thinking sets its template's switch."""
     from transformers import AutoProcessor
 
     from visualrft_lite.modeling.ops import set_thinking
 
     processor = AutoProcessor.from_pretrained(name, **hub_kwargs)
-    # The image resize bounds (area in pixels) of the run, not the checkpoint's defaults.
-    processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    if "auto" not in (cfg.min_pixels, cfg.max_pixels):
+        processor.image_processor.size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
+    elif cfg.min_pixels != "auto" or cfg.max_pixels != "auto":  # one auto: the checkpoint's stays
+        low, high = processor_files.image_bounds(processor)
+        low = low if cfg.min_pixels == "auto" else cfg.min_pixels
+        high = high if cfg.max_pixels == "auto" else cfg.max_pixels
+        if low is not None and high is not None:
+            processor.image_processor.size = {"shortest_edge": min(low, high), "longest_edge": high}
     set_thinking(processor, cfg.thinking)
     return processor
 
@@ -142,18 +162,15 @@ def load_base(cfg: ModelConfig, *, quant: str | None = None, dtype: torch.dtype 
     family = checkpoint_family(source)  # an unsupported model_type fails here, before any weight is read
     device = pick_device(cfg)
     dtype = dtype or pick_dtype(cfg, device)
-    qcfg = _quantization_config(dataclasses.replace(cfg, quant=quant or cfg.quant), dtype)
+    quant = quant or (family.quant if cfg.quant == "auto" else cfg.quant)  # auto: resolve_model's rule
+    qcfg = _quantization_config(dataclasses.replace(cfg, quant=quant), dtype)
     kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=pick_attn(cfg, device), use_safetensors=True)
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
         kwargs["device_map"] = {"": device}
     # A cached hub model loads without asking the hub at all (no etag requests, no retries);
     # an incomplete cache falls back to one download after a reachability check.
-    hub_kwargs: dict[str, Any] = {}
-    if source.where == "cache":
-        hub_kwargs = dict(local_files_only=True, cache_dir=source.cache_dir)
-    elif source.where == "hub":
-        hub_kwargs = dict(cache_dir=source.cache_dir)
+    hub_kwargs = processor_files.hub_kwargs(source)
     try:
         try:
             model = AutoModelForImageTextToText.from_pretrained(name, trust_remote_code=False, **kwargs, **hub_kwargs)

@@ -134,9 +134,33 @@ ASSISTANT_TURN = "<|im_start|>assistant\n"
 
 
 def set_thinking(processor: Any, thinking: str) -> None:
-    """model.thinking: `on` / `off` pass enable_thinking to the chat template; `auto` passes
-    nothing (the template's default). Kept beside the processor, never saved with it."""
-    _TEMPLATE_OPTIONS[processor] = {} if thinking == "auto" else {"enable_thinking": thinking == "on"}
+    """model.thinking: `on` / `off` pass enable_thinking to a chat template that reads it; `auto`,
+    and any template without that switch, get nothing (the template's default: transformers
+    would otherwise take the unknown variable for a processor argument and say so). Kept
+    beside the processor, never saved with it."""
+    switch = thinking != "auto" and "enable_thinking" in chat_template_text(processor)
+    _TEMPLATE_OPTIONS[processor] = {"enable_thinking": thinking == "on"} if switch else {}
+
+
+def chat_template_text(processor: Any) -> str:
+    """The processor's chat template source ("" when it has none)."""
+    template = getattr(processor, "chat_template", None) or getattr(processor.tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named templates: the default one is the chat template
+        template = template.get("default", "")
+    return template or ""
+
+
+def thinking_tails(processor: Any) -> dict[str, str]:
+    """model.thinking (auto / on / off) -> what the generation prompt writes of the assistant's turn."""
+    before = dict(_TEMPLATE_OPTIONS.get(processor, {}))
+    tails = {}
+    try:
+        for mode in ("auto", "on", "off"):
+            set_thinking(processor, mode)
+            tails[mode] = template_prefix(processor)
+    finally:
+        _TEMPLATE_OPTIONS[processor] = before
+    return tails
 
 
 def chat_text(processor: Any, prompt: str) -> str:
