@@ -372,19 +372,25 @@ def eval_(plugins: tuple[str, ...], preset: str | None, data: str | None, task: 
               help="Merge into the NF4-dequantised base weights (what training saw) instead of the original ones.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N] for the merge.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out (an earlier merge).")
+@click.option("--processor", type=click.Choice(["base", "run"]), default="base", show_default=True,
+              help="The merged folder's processor files: the base checkpoint's as it shipped them, or the same "
+                   "with the run's image pixel limits (model.min_pixels / max_pixels) baked in.")
 @allow_mismatch_option
 @plugin_option
 @user_errors
 def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized: bool, device: str,
-          force: bool, allow_base_mismatch: bool, plugins: tuple[str, ...]) -> None:
+          force: bool, processor: str, allow_base_mismatch: bool, plugins: tuple[str, ...]) -> None:
     """Fold a LoRA adapter into its base and save a plain transformers checkpoint.
 
     \b
     vrft-lite merge --adapter runs/coco/final --out merged/coco-2b
     vrft-lite merge --adapter runs/coco/final --out merged/coco-2b-nf4 --from-quantized --dtype fp16
 
-    The result (safetensors, config, generation config, processor, chat template) loads
-    with AutoModelForImageTextToText.from_pretrained(OUT) and serving engines, no vrft-lite.
+    The result (safetensors, config, generation config, and the base's processor files as
+    the hub shipped them: image processor, chat template, tokenizer) loads with
+    AutoModelForImageTextToText.from_pretrained(OUT) and serving engines, no vrft-lite. The
+    run's training-time pixel limits are printed and kept in merge_info.json; --processor
+    run writes them into the merged processor instead of the base's.
     The merge is checked on a probe image: the maximum |merged - base+adapter| logit
     difference is printed, and above tolerance (1e-4 in fp32, looser in fp16/bf16) it is
     an error and nothing is written.
@@ -400,7 +406,8 @@ def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized
     from visualrft_lite.export import export_merged
 
     export_merged(adapter, out, base=base, dtype=dtype, from_quantized=from_quantized, force=force,  # type: ignore[arg-type]
-              device=device, allow_mismatch=allow_base_mismatch, echo=click.echo)
+                  device=device, allow_mismatch=allow_base_mismatch, processor=processor,  # type: ignore[arg-type]
+                  echo=click.echo)
 
 
 # ----------------------------------------------------------------------------- plot

@@ -75,7 +75,8 @@ def test_merged_fp32_matches_base_plus_adapter_and_loads_with_plain_transformers
     model = AutoModelForImageTextToText.from_pretrained(str(out))  # no vrft-lite code involved
     processor = AutoProcessor.from_pretrained(str(out))
     assert processor.chat_template  # the chat template travels with the model
-    assert processor.image_processor.size["longest_edge"] == 6272  # the run's model.max_pixels, not a default
+    # the base's processor files as it shipped them (the tiny model's 112x112 cap), not the run's 6272
+    assert processor.image_processor.size["longest_edge"] == 12544
     assert not any("lora" in n for n, _ in model.named_parameters())
     merged = merge_mod.probe_logits(model, processor, torch.device("cpu"))
     reference = base_plus_adapter_logits(tiny_model_dir, adapter_dir, processor)
@@ -196,7 +197,7 @@ def test_a_failed_merge_keeps_the_earlier_one(adapter_dir, tmp_path, monkeypatch
     out = earlier_merge(tmp_path / "m")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
-    def disk_full(result, where, dtype, info):
+    def disk_full(result, where, dtype, info, **_):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(merge_mod, "save_merged", disk_full)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from PIL import Image, ImageDraw
 
+from visualrft_lite.atomic import finish
 from visualrft_lite.config import ModelConfig
 from visualrft_lite.modeling import load as mload
 from visualrft_lite.modeling import ops
@@ -137,14 +138,31 @@ def merge_and_probe(cfg: ModelConfig, adapter_dir: Path, *, dtype: str, from_qua
     )
 
 
-def save_merged(result: MergeResult, out: Path, dtype: str, info: dict[str, Any]) -> None:
-    """Write model + processor + chat template + merge_info.json into the folder `out`."""
-    model, processor = result.loaded.model, result.loaded.processor
+def save_merged(result: MergeResult, out: Path, dtype: str, info: dict[str, Any], *,
+                processor: Literal["base", "run"] = "base") -> list[str]:
+    """Write model + the base's processor files + merge_info.json into the folder `out`, every
+    file readable like any `save_pretrained` output; returns the processor files copied.
+
+    The processor files are the base checkpoint's, byte for byte (image resize bounds, chat
+    templates, tokenizer), or with `processor="run"` the same files with the run's image
+    resize bounds (what the loaded processor holds) in place of the base's."""
+    from visualrft_lite.modeling.hub import check_model_available
+    from visualrft_lite.modeling.processor_files import copy_processor, image_bounds, processor_folder
+
+    model, loaded_processor = result.loaded.model, result.loaded.processor
     model.config.dtype = DTYPES[dtype]  # what from_pretrained(dtype="auto") restores
     model.save_pretrained(str(out), safe_serialization=True)
-    processor.save_pretrained(str(out))
-    _ensure_chat_template(processor, out)
+    folder = processor_folder(check_model_available(result.loaded.name))
+    low, high = image_bounds(loaded_processor)
+    limits = (low, high) if processor == "run" and low is not None and high is not None else None
+    copied = copy_processor(folder, out, limits) if folder is not None else []
+    if not any(name in copied for name in ("tokenizer_config.json", "tokenizer.json")):
+        loaded_processor.save_pretrained(str(out))  # no files to copy: the loaded processor's own
+        copied = []
+    _ensure_chat_template(loaded_processor, out)
     (out / MERGE_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    finish(out)
+    return copied
 
 
 def _ensure_chat_template(processor: Any, folder: Path) -> None:
