@@ -6,6 +6,7 @@ A user's mistake raises `UserError` somewhere below; here it becomes a one-line
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import sys
@@ -158,7 +159,8 @@ def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, 
     vrft-lite data show --preset coco-8cat-2shot --set data.path=~/coco --out sheet.png
 
     Prints per split the record count, the classes or categories with counts, example
-    prompts and the skipped files by reason; --out draws N records with their labels,
+    prompts, the image tokens per image (the model's processor limits, no weights loaded)
+    and the skipped files by reason; --out draws N records with their labels,
     boxes or points in original-image pixels (train records, else eval).
     """
     from visualrft_lite.config import load_config
@@ -166,8 +168,12 @@ def data_show(preset: str | None, overrides: tuple[str, ...], out: Path | None, 
 
     if not preset:
         raise click.UsageError("pass --preset NAME (see vrft-lite presets list)")
+    from visualrft_lite.inference import budget_for
+
     splits = ("train", "eval") if split == "both" else (split,)
-    lines, _ = show(load_config(preset, overrides, plugins=plugins), splits=splits, out=out, n=sheet_size)  # type: ignore[arg-type]
+    cfg = load_config(preset, overrides, plugins=plugins)
+    budget, why = budget_for(cfg)
+    lines, _ = show(cfg, splits=splits, out=out, n=sheet_size, budget=budget or why)  # type: ignore[arg-type]
     click.echo("\n".join(lines))
 
 
@@ -391,6 +397,7 @@ def merge(adapter: Path, out: Path, base: str | None, dtype: str, from_quantized
     AutoModelForImageTextToText.from_pretrained(OUT) and serving engines, no vrft-lite. The
     run's training-time pixel limits are printed and kept in merge_info.json; --processor
     run writes them into the merged processor instead of the base's.
+
     The merge is checked on a probe image: the maximum |merged - base+adapter| logit
     difference is printed, and above tolerance (1e-4 in fp32, looser in fp16/bf16) it is
     an error and nothing is written.
@@ -519,17 +526,37 @@ def _reward_help() -> str:
 @click.option("--family", type=click.Choice(FAMILY_NAMES),
               help="Score as this model family means it: its box convention (unless --coords is given) and, "
                    "for Qwen3.5, the <think> its chat template already opened.")
+@click.option("--model", "-m", "model", metavar="ID|DIR",
+              help="Score as this checkpoint's chat template writes the prompt (a template that opens <think> "
+                   "puts it in front of each completion, as training does) and with its family's boxes.")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), metavar="RUN",
+              help="Score exactly as that training run did: its model, model.thinking and box convention "
+                   "(its config.yaml).")
 @user_errors
 def reward(file: Any, plugins: tuple[str, ...], coords: str, iou_threshold: float, iou_denominator: str,
-           match: str, ground_metric: str, point_metric: str, family: str | None) -> None:
+           match: str, ground_metric: str, point_metric: str, family: str | None, model: str | None,
+           run_dir: Path | None) -> None:
     from visualrft_lite.reward_tool import family_reading, score_jsonl
     from visualrft_lite.rewards import RewardOptions
 
-    explicit = click.get_current_context().get_parameter_source("coords") != click.core.ParameterSource.DEFAULT
-    coords, prefix = family_reading(family, coords if explicit or family is None else None)
+    if sum(x is not None for x in (family, model, run_dir)) > 1:
+        raise click.UsageError("pass one of --family, --model and --run")
+    ctx = click.get_current_context()
+    given = {k: v for k, v in (("coords", coords), ("iou_threshold", iou_threshold),
+                               ("iou_denominator", iou_denominator), ("match", match),
+                               ("ground_metric", ground_metric), ("point_metric", point_metric))
+             if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    if model is not None or run_dir is not None:
+        from visualrft_lite.inference import template_reading
+
+        base, prefix = template_reading(model=model, run=run_dir, plugins=plugins)  # the run's reward section
+        options_kwargs = {**dataclasses.asdict(base), **given}
+    else:
+        coords, prefix = family_reading(family, given.get("coords") if family is not None else coords)
+        options_kwargs = dict(coords=coords, iou_threshold=iou_threshold, iou_denominator=iou_denominator,
+                              match=match, ground_metric=ground_metric, point_metric=point_metric)
     try:
-        options = RewardOptions(coords=coords, iou_threshold=iou_threshold, iou_denominator=iou_denominator,
-                                match=match, ground_metric=ground_metric, point_metric=point_metric)
+        options = RewardOptions(**options_kwargs)
     except ValueError as e:
         raise UserError(str(e)) from None
     _, bad = score_jsonl(file, sys.stdout, sys.stderr, options, prefix=prefix)

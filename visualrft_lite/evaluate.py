@@ -181,6 +181,7 @@ def run_eval(
     from visualrft_lite.inference import inference_config, load_for_inference
     from visualrft_lite.modeling.load import resolve_model
     from visualrft_lite.rundir import prepare_output_dir
+    from visualrft_lite.train import startup_budget
 
     if preset is None and data is None and adapter is None:
         raise UserError("say what to evaluate on: --preset NAME, --data SOURCE:PATH, or --adapter DIR of a run")
@@ -204,7 +205,7 @@ def run_eval(
         say(note)
     say(f"evaluating {cfg.model.name}{f' + {adapter}' if adapter else ''} on {len(records)} {cfg.data.task} records"
         f"{f' (of {len(loaded_records.records)})' if len(records) < len(loaded_records.records) else ''}"
-        f"{'; two-stage' if two_stage else ''}")
+        f"{'; two-stage' if two_stage else ''}{startup_budget(cfg, records)}")
     loaded = load_for_inference(cfg.model, adapter, allow_mismatch=allow_mismatch)
 
     started = time.time()

@@ -3,6 +3,8 @@
     inference_config   --preset, else the run's config.yaml next to --adapter, else defaults;
                        the base is --model, else the adapter's own base, else model.name
     load_for_inference the base (as configured: 4-bit by default) plus the adapter, eval mode
+    template_reading   how `vrft-lite reward --run / --model` reads completions: the run's or
+                       the checkpoint's template prefix and reward section
 
 Answers come from the decoder (`decoder.decode`), greedy or sampled.
 """
@@ -15,6 +17,8 @@ from typing import Any
 
 from visualrft_lite.config import Config, ModelConfig, load_config, with_model
 from visualrft_lite.errors import UserError
+from visualrft_lite.image_tokens import TokenBudget
+from visualrft_lite.rewards import RewardOptions
 from visualrft_lite.rundir import RunDir
 
 # ----------------------------------------------------------------------------- config
@@ -78,3 +82,48 @@ def load_for_inference(cfg: ModelConfig, adapter: Path | None, *, allow_mismatch
         mload.load_adapter(loaded, adapter, trainable=False, allow_mismatch=allow_mismatch)
     loaded.model.eval()
     return loaded
+
+
+# ----------------------------------------------------------------------------- reward
+
+
+def template_reading(*, model: str | None = None, run: Path | None = None,
+                     plugins: Sequence[str] = ()) -> tuple[RewardOptions, str]:
+    """The reward section and template prefix that score completions as training did: a run's
+    (`run`: its config.yaml's model, model.thinking, box convention and reward section) or a
+    checkpoint's (`model`: its own template, thinking as the template defaults, its family's
+    boxes). The prefix is what the generation prompt already wrote of the assistant's turn
+    ("<think>\\n" for a template that opens the think block), as `modeling.ops.template_prefix`
+    gives the trainer. Reads the checkpoint's config.json and processor files, no weights."""
+    from visualrft_lite.config import resolve
+    from visualrft_lite.modeling.hub import check_model_available, checkpoint_family
+    from visualrft_lite.modeling.processor_files import read_processor
+
+    if run is not None:
+        cfg = RunDir(run).read_config(plugins=plugins)
+    else:
+        cfg = with_model(load_config(None, plugins=plugins), name=str(model))
+    source = check_model_available(cfg.model.name)
+    processor = read_processor(source)
+    cfg, _ = resolve(cfg, checkpoint_family(source), processor)  # a run's config is resolved already
+    if processor is None:
+        raise UserError(f"cannot load the processor of {cfg.model.name!r} (tokenizer / chat template files) to "
+                        f"read its template; pass --family instead")
+    return cfg.reward, processor.tails.get(cfg.model.thinking, processor.tails["auto"])
+
+
+def budget_for(cfg: Config) -> tuple[TokenBudget | None, str]:
+    """The image token budget `cfg` will train with, resolved for its checkpoint (config.json and
+    processor files only), or None and the one-line reason it cannot be known yet."""
+    from visualrft_lite.config import resolve
+    from visualrft_lite.modeling.hub import check_model_available, checkpoint_family
+    from visualrft_lite.modeling.load import token_budget
+    from visualrft_lite.modeling.processor_files import read_processor
+
+    try:
+        source = check_model_available(cfg.model.name)
+        resolved, _ = resolve(cfg, checkpoint_family(source), read_processor(source))
+        budget = token_budget(resolved.model)
+    except UserError as e:
+        return None, str(e)
+    return budget, "" if budget is not None else f"{cfg.model.name} names no image pixel limits"

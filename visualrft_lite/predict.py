@@ -7,7 +7,8 @@
     answer   the rollout's decoder, greedy (a batch of eval.batch_size images at once) or --sample
     parse    the task's `parse_answer`: the reward's own reading of the answer, in pixels
              of the original image
-    output   reasoning + parsed answer per image, or one JSON object per line; drawings
+    output   reasoning + parsed answer per image, or one JSON object per line; drawings; the
+             image tokens of each image (and, before the model loads, of all of them)
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ class ImageResult:
     error: str | None = None
     image_size: tuple[int, int] | None = None
     completion: str | None = None
+    image_tokens: int | None = None
+    """Image tokens the processor made of it (its resized size / 28 or 32 pixels a side, squared)."""
     parsed: Any = None
     drawing: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -98,8 +101,8 @@ class ImageResult:
         if self.error is not None:
             return {"image": self.image, "error": self.error}
         out = {"image": self.image, "task": task, "image_size": list(self.image_size or ()),
-               "completion": self.completion, "reasoning": self.reasoning, "answer": self.answer,
-               "parsed": get_task(task).answer_json(self.parsed)}
+               "image_tokens": self.image_tokens, "completion": self.completion, "reasoning": self.reasoning,
+               "answer": self.answer, "parsed": get_task(task).answer_json(self.parsed)}
         if self.drawing is not None:
             out["drawing"] = str(self.drawing)
         return out
@@ -138,7 +141,8 @@ def format_result(result: ImageResult, spec: TaskSpec) -> str:
     if result.error is not None:
         return f"{result.image}: error: {result.error}"
     w, h = result.image_size or (0, 0)
-    lines = [f"{result.image} ({w}x{h})"]
+    tokens = f", {result.image_tokens} image tokens" if result.image_tokens is not None else ""
+    lines = [f"{result.image} ({w}x{h}{tokens})"]
     if result.reasoning is not None:
         lines.append(f"  reasoning: {result.reasoning}")
     answer = result.answer
@@ -197,7 +201,7 @@ def predict(
 
     from visualrft_lite.draw import drawing_paths
     from visualrft_lite.inference import inference_config, load_for_inference
-    from visualrft_lite.modeling.load import resolve_model
+    from visualrft_lite.modeling.load import resolve_model, token_budget
     from visualrft_lite.decoder import Decoding, decode, encode_inputs
 
     out = out or sys.stdout
@@ -215,6 +219,9 @@ def predict(
     draw_to = drawing_paths(draw, list(images)) if draw is not None else None
     if draw is not None and not draw.is_dir():
         draw.parent.mkdir(parents=True, exist_ok=True)
+    budget = token_budget(cfg.model)
+    if budget is not None:  # the cost before the model loads
+        print(f"{cfg.model.name} ({cfg.model.quant}): {budget.describe(im.size for im in decoded.values())}", file=err)
     loaded = load_for_inference(cfg.model, adapter, allow_mismatch=allow_mismatch)
     generator = torch.Generator(device=loaded.device)
     generator.manual_seed(seed)
@@ -237,6 +244,7 @@ def predict(
     todo = sorted(decoded)
     batch = cfg.eval.batch_size
     decoding = Decoding.sampling(cfg.rollout, tokens) if sample else Decoding.greedy_search(tokens)
+    merge = getattr(loaded.processor.image_processor, "merge_size", 2)  # patches per token side
     emit_ready()
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
@@ -251,6 +259,7 @@ def predict(
                 r.parsed = parse_prediction(spec.task, answers.texts[row], image_size=decoded[i].size,
                                             resized_size=enc.batch.resized_sizes[row], options=cfg.reward)
                 r.completion = answers.texts[row]
+                r.image_tokens = int(enc.batch.image_grid_thw[row].prod()) // merge ** 2
                 if draw_to is not None:
                     task = spec.definition
                     task.draw_answer(decoded[i], r.parsed, label=task.draw_label(spec.fields)).save(draw_to[i])

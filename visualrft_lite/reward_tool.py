@@ -93,8 +93,10 @@ def reward_help() -> str:
 
 FILE is a JSONL file, or - for stdin. Each line holds the task, the completion, the ground
 truth, and the image size [width, height] in pixels (needed for box tasks unless --coords
-pixel; with --coords resized also "resized_size", the processor's size). --family scores as a
-model family means it: its box convention, and whether its chat template opened <think>:
+pixel; with --coords resized also "resized_size", the processor's size). --run RUN scores as
+that training run did (its model's template, model.thinking, box convention and reward
+section); --model ID|DIR as that checkpoint's template writes the prompt; --family as a model
+family means it. A template that opened <think> puts it in front of each completion:
 
 \b
   echo '{{"task": "classify", "completion": "<think>petals</think><answer>daisy</answer>", "solution": "daisy"}}' \\

@@ -303,7 +303,7 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
     # before the model loads: a missing tracker package fails in a second, not after minutes
     tracker = make_tracker(cfg.train.report_to, run_dir.path, config=cfg.to_dict(),
                            project=cfg.train.wandb_project) if processes.main else NullTracker()
-    say(f"loading {cfg.model.name} ({cfg.model.quant}) ...")
+    say(f"loading {cfg.model.name} ({cfg.model.quant}) ...{startup_budget(cfg, data.records)}")
     t = Trainer(cfg, run_dir, plan, checkpoint=latest, processes=processes, data=data)
     if resume is None:
         t.log.skipped(t.skipped_at_load)
@@ -325,6 +325,14 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
             if not quiet:
                 print(f"(curves.png not written: {e})")
     return run_dir.path
+
+
+def startup_budget(cfg: Config, records: list[Record]) -> str:
+    """"; image tokens per image: ..." for the start-up line (records sampled, no image decoded)."""
+    from visualrft_lite.data.images import sample_sizes
+
+    budget = mload.token_budget(cfg.model)
+    return f"; {budget.describe(sample_sizes(records))}" if budget is not None else ""
 
 
 def local_inputs(cfg: Config) -> list[Path]:

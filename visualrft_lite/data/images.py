@@ -14,7 +14,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -199,3 +199,19 @@ def xywh_to_xyxy(box: Sequence[float]) -> list[float]:
     """COCO's [x, y, width, height] to [x1, y1, x2, y2]."""
     x, y, w, h = (float(v) for v in box)
     return [x, y, x + w, y + h]
+
+
+def sample_sizes(records: Sequence[Any], n: int = 64) -> list[tuple[int, int]]:
+    """(width, height) of up to `n` records spread over the list: each one's known image_size,
+    else its file's header as `probe_image` reads it; unreadable images are left out."""
+    step = max(1, len(records) / n) if records else 1
+    sizes = []
+    for rec in (records[int(i * step)] for i in range(min(n, len(records)))):
+        if rec.image_size:
+            sizes.append(tuple(rec.image_size))
+            continue
+        try:
+            sizes.append(probe_image(rec.image))
+        except ImageLoadError:
+            continue
+    return sizes

@@ -1,7 +1,8 @@
 """`vrft-lite data show`: the records exactly as training loads them, before any GPU time.
 
 Prints, per split: the record count, the classes or categories with counts, a few example
-prompts, and the skipped files by reason; and draws a contact sheet of N records with their
+prompts, the image tokens per image (what the model's processor will make of them), and the
+skipped files by reason; and draws a contact sheet of N records with their
 ground truth (labels, boxes, points) in original-image pixels, so a wrong coordinate
 convention, a swapped label map or an empty split shows up at once.
 """
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING, Literal
 from PIL import Image, ImageDraw, ImageFont
 
 from visualrft_lite.data.common import LoadResult
-from visualrft_lite.data.images import ImageLoadError, load_image
+from visualrft_lite.data.images import ImageLoadError, load_image, sample_sizes
 from visualrft_lite.data.records import Record
 from visualrft_lite.data.skips import skipped_lines
 from visualrft_lite.data.sources import load_records
 from visualrft_lite.errors import UserError
+from visualrft_lite.image_tokens import TokenBudget
 from visualrft_lite.prompts import render_prompt
 from visualrft_lite.tasks import get_task
 
@@ -50,8 +52,10 @@ def draw_record(rec: Record) -> Image.Image:
     return task.draw_truth(image, truth, label=task.truth_label(rec))
 
 
-def describe(result: LoadResult, split: Split, cfg: Config, examples: int = 2, listed: int = 20) -> list[str]:
-    """The console lines for one split."""
+def describe(result: LoadResult, split: Split, cfg: Config, examples: int = 2, listed: int = 20,
+             budget: TokenBudget | str | None = None) -> list[str]:
+    """The console lines for one split; `budget` adds its image tokens per image (a string: why
+    they cannot be told)."""
     lines = [f"{split}: {len(result.records)} records"]
     what, counts = group_counts(result.records)
     if what == "images" and result.records:
@@ -64,6 +68,10 @@ def describe(result: LoadResult, split: Split, cfg: Config, examples: int = 2, l
     for rec in pick(result.records, examples):
         prompt = render_prompt(rec, cfg.data.prompt, coords=cfg.model.coords)
         lines.append(f"  example prompt ({rec.image_name}): {' '.join(prompt.split())[:300]}")
+    if isinstance(budget, TokenBudget):
+        lines.append(f"  {budget.describe(sample_sizes(result.records))}")
+    elif budget:
+        lines.append(f"  image tokens per image: not known ({budget})")
     file_reasons = {e.reason for e in result.files}
     other = {reason: n for reason, n in result.skipped.items() if reason not in file_reasons}
     lines += ["  " + line for line in skipped_lines(result.files)]
@@ -118,8 +126,9 @@ def contact_sheet(records: Sequence[Record], out: Path, n: int = 16, tile: int =
 
 
 def show(cfg: Config, *, splits: Sequence[Split] = ("train", "eval"), out: Path | None = None, n: int = 16,
-         sheet_split: Split = "train") -> tuple[list[str], dict[str, LoadResult]]:
-    """Load each split as train/eval would; returns the console lines and the load results.
+         sheet_split: Split = "train", budget: TokenBudget | str | None = None) -> tuple[list[str], dict[str, LoadResult]]:
+    """Load each split as train/eval would; returns the console lines and the load results
+    (with `budget`, each split's image tokens per image over a sample of its images).
 
     A split that fails to load prints its one-line error instead (the other is still shown);
     if every split fails the first error is raised.
@@ -135,7 +144,7 @@ def show(cfg: Config, *, splits: Sequence[Split] = ("train", "eval"), out: Path 
             errors.append(e)
             lines.append(f"{split}: cannot load: {e}")
             continue
-        lines += describe(results[split], split, cfg)
+        lines += describe(results[split], split, cfg, budget=budget)
     if not results:
         raise errors[0]
     if out is not None:
