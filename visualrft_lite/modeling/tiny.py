@@ -80,7 +80,12 @@ CHAT_TEMPLATE = (
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-# Qwen2-VL-2B-Instruct's generation_config.json values (ids remapped); see the module docstring.
+# Near-greedy on purpose, like Qwen2-VL-2B-Instruct's generation_config.json (ids remapped; see
+# the module docstring). The values are those of shared/reference/visual-rft.md. The hub's file
+# itself (272 bytes, sha256 d2864bf1edea5863d331edfff48106b586a366f5a2c41aa77731fadc53aa25d2, the
+# sum public download manifests pin) was not found in a copy with that sum; the one public copy
+# found (270 bytes, other whitespace) says temperature 0.01, so the exact temperature is unverified.
+# Either way a rollout that read it would be near-greedy: every sampling parameter is passed.
 NEAR_GREEDY = {"do_sample": True, "top_k": 1, "top_p": 0.001, "temperature": 0.1, "repetition_penalty": 1.0}
 
 IMAGE_PROCESSOR = {
