@@ -203,7 +203,8 @@ def test_data_show_reports_image_tokens_or_why_not(shapes_root):
     result = invoke("data", "show", "--preset", "demo", "--split", "train")
     assert result.exit_code == 0, result.output
     assert "image tokens per image: 64 over 64 images; bounds 50176-50176 pixels" in result.stdout
-    result = invoke("data", "show", "--preset", "demo", "--split", "train", "--set", "model.name=Qwen/Qwen2-VL-2B-Instruct")
+    result = invoke("data", "show", "--preset", "demo", "--split", "train",
+                    "--set", "model.name=Qwen/Qwen2-VL-2B-Instruct")
     assert result.exit_code == 0, result.output  # the data is still shown; the tokens need the model's files
     assert "image tokens per image: not known (model 'Qwen/Qwen2-VL-2B-Instruct' is not in the Hugging Face cache" \
         in result.stdout
@@ -266,7 +267,8 @@ def test_merge_writes_the_base_processor_as_shipped(real_checkpoint, runs, folde
     out, lines = tmp_path / "merged", []
     export_merged(runs(folder), out, dtype="fp32", device="cpu", echo=lines.append)
     base = real_checkpoint(folder)
-    vendored = sorted(p.name for p in (HUB / folder).iterdir() if p.name not in ("config.json", "generation_config.json"))
+    vendored = sorted(p.name for p in (HUB / folder).iterdir()
+                      if p.name not in ("config.json", "generation_config.json"))  # save_pretrained writes these
     for name in (*vendored, "vocab.json", "merges.txt", "tokenizer.json"):  # the hub's bytes (and the BPE)
         assert _sha(out / name) == _sha(base / name), name
     low, high = PRESET_PIXELS[folder]

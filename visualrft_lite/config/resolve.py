@@ -87,8 +87,8 @@ def resolve(cfg: Config, family: Family, processor: CheckpointProcessor | None =
         lines.append(f"warning: {warning}")
     quant = family.quant if cfg.model.quant == "auto" else cfg.model.quant
     if family.quant == "none" and cfg.model.quant == "auto":
-        lines.append(f"note: model.quant: auto is none for {family.label} (a 16-bit base, bf16 on CUDA): {QLORA_CONCERN}; "
-                     f"--set model.quant=4bit quantises it anyway")
+        lines.append(f"note: model.quant: auto is none for {family.label} (a 16-bit base, bf16 on CUDA): "
+                     f"{QLORA_CONCERN}; --set model.quant=4bit quantises it anyway")
     elif family.quant == "none" and quant == "4bit":
         lines.append(f"warning: model.quant=4bit on {family.label}: {QLORA_CONCERN}; model.quant: auto trains it "
                      f"16-bit (more memory)")

@@ -93,9 +93,10 @@ class ModelConfig(Section):
     def check(self) -> None:
         for key in ("min_pixels", "max_pixels"):
             v = getattr(self, key)
-            _check(v == "auto" or (type(v) is int and v > 0), f"model.{key} must be a positive integer or auto; got {v!r}")
-        _check("auto" in (self.min_pixels, self.max_pixels) or self.min_pixels <= self.max_pixels,  # type: ignore[operator]
-               "need model.min_pixels <= model.max_pixels")
+            _check(v == "auto" or (type(v) is int and v > 0),
+                   f"model.{key} must be a positive integer or auto; got {v!r}")
+        low, high = self.min_pixels, self.max_pixels
+        _check("auto" in (low, high) or low <= high, "need model.min_pixels <= model.max_pixels")  # type: ignore[operator]
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ def contact_sheet(records: Sequence[Record], out: Path, n: int = 16, tile: int =
 
 
 def show(cfg: Config, *, splits: Sequence[Split] = ("train", "eval"), out: Path | None = None, n: int = 16,
-         sheet_split: Split = "train", budget: TokenBudget | str | None = None) -> tuple[list[str], dict[str, LoadResult]]:
+         sheet_split: Split = "train",
+         budget: TokenBudget | str | None = None) -> tuple[list[str], dict[str, LoadResult]]:
     """Load each split as train/eval would; returns the console lines and the load results
     (with `budget`, each split's image tokens per image over a sample of its images).
 
