@@ -157,10 +157,8 @@ def _eval_row(folder: Path, metrics: dict[str, Any]) -> Row:
         label = f"{str(model or 'model').rstrip('/').rsplit('/', 1)[-1]} (base)"
     if metrics.get("two_stage"):
         label += " two-stage"
-    per_category = {}
-    if task == "detect":
-        per_category = {str(name): _number(c.get("AP")) if isinstance(c, dict) else None
-                        for name, c in (metrics.get("per_category") or {}).items()}
+    per_category = {str(name): _number(c.get("AP")) if isinstance(c, dict) else None
+                    for name, c in (metrics.get("per_category") or {}).items()}  # detection's AP per category
     return Row(label=label, kind="eval", task=task, metric=metric, value=_number(metrics.get(metric)),
                format_rate=_number(metrics.get("format_rate")), n=metrics.get("n"), per_category=per_category,
                source=str(folder), model=model, adapter=adapter, two_stage=metrics.get("two_stage"))
@@ -220,7 +218,9 @@ def _heldout_rows(run_dir: Path, cfg: dict[str, Any]) -> list[Row]:
         raise UserError(f"{run_dir} is a run directory without an eval output or held-out scores; evaluate it with "
                         f"`vrft-lite eval --adapter {run_dir / 'final'} --out {run_dir / 'eval'}`, or train with "
                         f"eval.heldout: N")
-    task = str(_section(cfg, "data").get("task") or "classify")
+    task = _section(cfg, "data").get("task")
+    if not isinstance(task, str):
+        raise UserError(f"{run_dir / 'config.yaml'} names no data.task; it should be the config.yaml vrft-lite train writes")
     model = _section(cfg, "model").get("name")
     out = []
     for row in rows:

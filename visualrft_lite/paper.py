@@ -85,23 +85,20 @@ class Benchmark:
     title: str  # as a caption names it
     table: str
     metrics: tuple[str, ...]  # the paper's metric names; the first is the one a preset is scored on
-    task: str  # vrft-lite's data.task
     few_shot: bool  # figures depend on the number of shots
 
 
 BENCHMARKS: dict[str, Benchmark] = {
-    "classification": Benchmark("fine-grained classification, average of 4 datasets", "Table 2", ("accuracy",),
-                                "classify", True),
-    "flowers": Benchmark("Flowers102", "Table 2", ("accuracy",), "classify", True),
-    "pets": Benchmark("Pets37", "Table 2", ("accuracy",), "classify", True),
-    "aircraft": Benchmark("FGVC-Aircraft", "Table 2", ("accuracy",), "classify", True),
-    "cars": Benchmark("Cars196", "Table 2", ("accuracy",), "classify", True),
-    "coco-8cat": Benchmark("COCO 8 categories", "Table 3", ("mAP",), "detect", True),
-    "lvis-rare6": Benchmark("LVIS 6 rare categories", "Table 4", ("mAP",), "detect", True),
-    "lisa": Benchmark("LISA reasoning grounding", "Table 6", ("mIoU test", "mIoU val", "gIoU test"), "ground", False),
-    "coco-ov": Benchmark("open-vocabulary COCO, 15 novel categories", "Table 7", ("mAP novel", "mAP base", "mAP all"),
-                         "detect", False),
-    "lvis-ov": Benchmark("open-vocabulary LVIS, 13 rare categories", "Table 8", ("mAP",), "detect", False),
+    "classification": Benchmark("fine-grained classification, average of 4 datasets", "Table 2", ("accuracy",), True),
+    "flowers": Benchmark("Flowers102", "Table 2", ("accuracy",), True),
+    "pets": Benchmark("Pets37", "Table 2", ("accuracy",), True),
+    "aircraft": Benchmark("FGVC-Aircraft", "Table 2", ("accuracy",), True),
+    "cars": Benchmark("Cars196", "Table 2", ("accuracy",), True),
+    "coco-8cat": Benchmark("COCO 8 categories", "Table 3", ("mAP",), True),
+    "lvis-rare6": Benchmark("LVIS 6 rare categories", "Table 4", ("mAP",), True),
+    "lisa": Benchmark("LISA reasoning grounding", "Table 6", ("mIoU test", "mIoU val", "gIoU test"), False),
+    "coco-ov": Benchmark("open-vocabulary COCO, 15 novel categories", "Table 7", ("mAP novel", "mAP base", "mAP all"), False),
+    "lvis-ov": Benchmark("open-vocabulary LVIS, 13 rare categories", "Table 8", ("mAP",), False),
 }
 
 MEASURED_KEY = {"accuracy": "accuracy", "mAP": "mAP", "mAP novel": "mAP", "mAP base": "mAP", "mAP all": "mAP",
