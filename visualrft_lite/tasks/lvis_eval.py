@@ -89,7 +89,7 @@ class LvisResult:
             out[f"AP{f}"] = self.mean_ap(frequency=f)
         out[f"AR@{MAX_DETS}"] = _mean_valid(self.recall[:, :, 0])
         out.update({"per_category": per_category, "n_detections": self.n_detections, "n_scored": self.n_scored,
-                    "protocol": "lvis"})
+                    "ap_protocol": "lvis"})
         return out
 
 
