@@ -10,7 +10,9 @@ Each argument is read as
                         the end), one row each
 
 One row per evaluation: a label (run name and checkpoint, or the model for a base-model
-eval), the task's headline metric, per-category AP for detection, the format rate. Then,
+eval, and for detection whether it was two-stage or one-stage), the task's headline metric,
+per-category AP for detection, the presence stage's accuracy / precision / recall of a
+two-stage eval, the format rate. Then,
 for each setting of the paper the evaluations belong to (`paper.setting_for_preset` of the
 preset they ran), the paper's baseline / SFT / Visual-RFT rows, so the layout of the
 paper's Tables 2, 3 and 6 comes out directly. An eval output's preset is, in this order:
@@ -45,6 +47,10 @@ from visualrft_lite.paper import (
     setting_from_record,
 )
 
+PRESENCE = ("accuracy", "precision", "recall")
+"""metrics.json's `presence` entries the table shows, under PRESENCE_COLUMNS."""
+PRESENCE_COLUMNS = ("pres acc", "pres prec", "pres rec")
+
 STAGES = {"base": "before training", "sft": "after SFT", "grpo": "after GRPO"}
 """heldout.jsonl's stages as the run's own held-out table names them."""
 
@@ -64,6 +70,7 @@ class Row:
     format_rate: float | None = None
     n: int | None = None
     per_category: dict[str, float | None] = field(default_factory=dict)  # detection: category -> AP
+    presence: dict[str, float | None] | None = None  # two-stage: the presence stage's accuracy, precision, recall
     source: str | None = None  # the folder or file the row was read from
     model: str | None = None
     adapter: str | None = None
@@ -155,13 +162,18 @@ def _eval_row(folder: Path, metrics: dict[str, Any]) -> Row:
         label = _adapter_label(str(adapter))
     else:
         label = f"{str(model or 'model').rstrip('/').rsplit('/', 1)[-1]} (base)"
-    if metrics.get("two_stage"):
+    if metrics.get("protocol") == "one-stage":
+        label += " one-stage"
+    elif metrics.get("two_stage"):
         label += " two-stage"
+    gate = metrics.get("presence")
+    presence = {k: _number(gate.get(k)) for k in PRESENCE} if isinstance(gate, dict) else None
     per_category = {str(name): _number(c.get("AP")) if isinstance(c, dict) else None
                     for name, c in (metrics.get("per_category") or {}).items()}  # detection's AP per category
     return Row(label=label, kind="eval", task=task, metric=metric, value=_number(metrics.get(metric)),
                format_rate=_number(metrics.get("format_rate")), n=metrics.get("n"), per_category=per_category,
-               source=str(folder), model=model, adapter=adapter, two_stage=metrics.get("two_stage"))
+               presence=presence, source=str(folder), model=model, adapter=adapter,
+               two_stage=metrics.get("two_stage"))
 
 
 def _eval_setting(folder: Path, metrics: dict[str, Any], preset: str | None) -> Setting | NoFigure:
@@ -358,8 +370,11 @@ def comparison_table(comparison: Comparison) -> str:
     label_w = max(len("evaluation"), *(len(r.label) for r in rows))
     metric_w = max(6, len(comparison.metric))
     cat_w = [max(6, len(name)) for name in comparison.categories]
+    gated = any(r.presence for r in rows)
     head = f"{'evaluation':<{label_w}}  {'n':>6}  {comparison.metric:>{metric_w}}"
-    head += "".join(f"  {name:>{w}}" for name, w in zip(comparison.categories, cat_w)) + f"  {'format':>6}"
+    head += "".join(f"  {name:>{w}}" for name, w in zip(comparison.categories, cat_w))
+    head += "".join(f"  {name:>9}" for name in PRESENCE_COLUMNS) if gated else ""
+    head += f"  {'format':>6}"
     lines = [f"{comparison.task}, {comparison.metric} (percent)", head, "-" * len(head)]
     for i, r in enumerate(rows):
         if r.kind == "paper" and (i == 0 or rows[i - 1].kind != "paper"):
@@ -367,8 +382,11 @@ def comparison_table(comparison: Comparison) -> str:
         n = "-" if r.n is None else str(r.n)
         line = f"{r.label:<{label_w}}  {n:>6}  {_pct(r.value, metric_w)}"
         line += "".join(f"  {_pct(r.per_category.get(name), w)}" for name, w in zip(comparison.categories, cat_w))
+        line += "".join(f"  {_pct((r.presence or {}).get(k), 9)}" for k in PRESENCE) if gated else ""
         lines.append(line + f"  {_pct(r.format_rate, 6)}")
-    return "\n".join([*lines, *_notes(rows)])
+    legend = ["pres acc / prec / rec: the presence stage of a two-stage eval (is the category there? boxes are "
+              "asked unless the answer is no): its accuracy, precision and recall"] if gated else []
+    return "\n".join([*lines, *_notes(rows), *legend])
 
 
 def _notes(rows: list[Row]) -> list[str]:
