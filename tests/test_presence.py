@@ -212,18 +212,20 @@ def test_a_folder_vrft_lite_did_not_write_is_not_read(tmp_path):
 
 def test_an_unreadable_image_is_not_kept_as_an_answer(tmp_path):
     recs = records(tmp_path / "img", 1)
+    out = eval_folder(tmp_path / "runs", "eval-a")
+    on_disk = []
 
     def refuse_cats(chosen, on_batch):
         done = [("yes", (28, 28), None) if r.fields["category"] == "bus" else ("", None, "cannot read")
                 for r in chosen]
         on_batch(0, done)
+        on_disk.append([r["category"] for r in lines(out)])  # what a stop right now would leave
         return done
 
-    out = eval_folder(tmp_path / "runs", "eval-a")
     cache = PresenceCache.open(out, KEY, prompt, reuse=True)
     answers, _ = gate_answers(recs, [False, False], refuse_cats, cache)
     assert answers[1] == ("", None, "cannot read")
-    assert [r["category"] for r in lines(out)] == ["bus"]
+    assert on_disk == [["bus"]] and [r["category"] for r in lines(out)] == ["bus"]
 
 
 def test_adapter_digest_follows_the_files(tmp_path):

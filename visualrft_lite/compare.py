@@ -232,7 +232,8 @@ def _heldout_rows(run_dir: Path, cfg: dict[str, Any]) -> list[Row]:
                         f"eval.heldout: N")
     task = _section(cfg, "data").get("task")
     if not isinstance(task, str):
-        raise UserError(f"{run_dir / 'config.yaml'} names no data.task; it should be the config.yaml vrft-lite train writes")
+        raise UserError(f"{run_dir / 'config.yaml'} names no data.task; it should be the config.yaml "
+                        f"vrft-lite train writes")
     model = _section(cfg, "model").get("name")
     out = []
     for row in rows:

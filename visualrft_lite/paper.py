@@ -97,7 +97,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "coco-8cat": Benchmark("COCO 8 categories", "Table 3", ("mAP",), True),
     "lvis-rare6": Benchmark("LVIS 6 rare categories", "Table 4", ("mAP",), True),
     "lisa": Benchmark("LISA reasoning grounding", "Table 6", ("mIoU test", "mIoU val", "gIoU test"), False),
-    "coco-ov": Benchmark("open-vocabulary COCO, 15 novel categories", "Table 7", ("mAP novel", "mAP base", "mAP all"), False),
+    "coco-ov": Benchmark("open-vocabulary COCO, 15 novel categories", "Table 7",
+                         ("mAP novel", "mAP base", "mAP all"), False),
     "lvis-ov": Benchmark("open-vocabulary LVIS, 13 rare categories", "Table 8", ("mAP",), False),
 }
 

@@ -242,7 +242,8 @@ def check_output_dir(out: Path, *, kind: Kind, force: bool, protected: Sequence[
                           note=f"reusing {out}: its earlier start never reached step 1")
     if kind == "eval" and not force and _is_stopped_eval(out, entries):
         return OutputPlan(out, kind, remove=[p for p in entries if p.name not in (MARKER, EvalDir.PRESENCE)],
-                          note=f"reusing {out}: its earlier eval stopped before the end (its presence answers are kept)")
+                          note=f"reusing {out}: its earlier eval stopped before the end "
+                               f"(its presence answers are kept)")
     found = recognise(out)
     if not force:
         if found == "run" and kind == "run":
