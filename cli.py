@@ -334,10 +334,12 @@ def predict(images: tuple[str, ...], plugins: tuple[str, ...], task: str, catego
 @click.option("--limit", "-n", type=click.IntRange(1), help="Evaluate a seeded subset of at most N records.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
               help="Output directory (default runs/eval-<name>-<time>).")
-@click.option("--force", is_flag=True, help="Overwrite a non-empty --out.")
+@click.option("--force", is_flag=True,
+              help="Overwrite a non-empty --out (an earlier eval), and ask the presence questions again.")
 @click.option("--two-stage/--one-stage", default=None,
               help="Detection: ask whether the category is present first, boxes only where it is "
-                   "(the paper's protocol; default eval.two_stage).")
+                   "(the paper's protocol, what the detection presets do), or boxes for every record "
+                   "(default eval.two_stage).")
 @allow_mismatch_option
 @user_errors
 def eval_(plugins: tuple[str, ...], preset: str | None, data: str | None, task: str | None,
@@ -352,16 +354,59 @@ def eval_(plugins: tuple[str, ...], preset: str | None, data: str | None, task: 
     vrft-lite eval --data folder:data/pets/test --adapter runs/pets/final --set data.kind=pet
 
     Each task reports its own metrics (vrft-lite list tasks): classification accuracy with
-    per-class accuracy and confusion counts, detection COCO mAP / AP50 / per-category AP
-    (pycocotools), grounding mean IoU, counting and choice accuracy, pointing the fraction
-    inside the target. Writes predictions.jsonl (completion, parsed answer, per-sample reward) and
-    metrics.json (fractions) to --out and prints a table (percent).
+    per-class accuracy and confusion counts, detection mAP / AP50 / per-category AP (COCO's
+    with pycocotools; LVIS' federated AP with APr/APc/APf for LVIS data), grounding mean IoU,
+    counting and choice accuracy, pointing the fraction inside the target. Writes
+    predictions.jsonl (completion, parsed answer, per-sample reward) and metrics.json
+    (fractions) to --out and prints a table (percent).
+
+    The detection presets ask first whether the category is present (two-stage, the paper's
+    protocol); the answers go to presence.jsonl, are scored (accuracy, precision, recall) and
+    are reused by a later eval of the same model, adapter and images into a folder beside
+    this one (--force asks again). For a preset of the paper, the paper's baseline / SFT /
+    Visual-RFT figures for its setting are printed beside the measured one and kept in
+    metrics.json under "paper".
     """
     from visualrft_lite.evaluate import run_eval
 
     run_eval(preset=preset, data=data, task=task, overrides=overrides, adapter=adapter, model=model,
              limit=limit, out=out, force=force, two_stage=two_stage, allow_mismatch=allow_base_mismatch,
              plugins=plugins)
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="EVAL_OR_RUN...")
+@click.option("--preset", "-p", metavar="NAME",
+              help="The paper setting to compare with, for evaluations that do not record theirs (or to override it).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (fractions, like metrics.json).")
+@user_errors
+def compare(paths: tuple[Path, ...], preset: str | None, as_json: bool) -> None:
+    """Evaluations side by side, with the paper's rows for their setting beneath.
+
+    \b
+    vrft-lite compare runs/eval-coco-8cat-2shot-base-* runs/coco-sft/eval runs/coco-grpo/eval
+    vrft-lite compare runs/lisa-grpo                    # a run: its newest eval, else its held-out rows
+    vrft-lite compare runs/e1 runs/e2 --preset coco-8cat-4shot --json
+
+    Each EVAL_OR_RUN is an eval's --out (or its metrics.json), one row, or a run directory:
+    its newest eval (inside it, or beside it with an adapter from it), else the rows of its
+    heldout.jsonl. Rows show the headline metric, per-category AP for detection, the presence
+    stage's accuracy / precision / recall when two-stage, and the format rate, in percent;
+    then the paper's baseline / SFT / Visual-RFT rows for the matching table, model and shots,
+    which lays out the paper's Tables 2, 3 and 6 from your own evaluations.
+    """
+    from visualrft_lite.compare import compare as build, comparison_rows, comparison_table
+
+    comparison = build(list(paths), preset=preset)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(comparison_rows(comparison), indent=2))
+    else:
+        click.echo(comparison_table(comparison))
 
 
 # ----------------------------------------------------------------------------- merge

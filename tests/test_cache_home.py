@@ -30,17 +30,32 @@ def test_a_home_that_is_not_a_folder_is_one_line(tmp_path, monkeypatch, make_hom
     assert "\n" not in str(info.value) and "cannot write" in str(info.value)
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_home_is_one_line(tmp_path, monkeypatch):
+    # root writes into read-only folders, so the folder refuses the way a read-only one does:
+    # every directory or file made inside it fails with EACCES
     home = tmp_path / "ro"
     home.mkdir()
-    home.chmod(0o500)
+    real_mkdir, real_open = os.mkdir, os.open
+
+    def refused(path) -> bool:
+        return str(os.fspath(path)).startswith(str(home) + os.sep)
+
+    def mkdir(path, *args, **kwargs):
+        if refused(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if refused(path) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "open", open_)
     monkeypatch.setenv("VRFT_LITE_HOME", str(home))
-    try:
-        with pytest.raises(UserError, match="Permission denied.*VRFT_LITE_HOME"):
-            ensure_tiny_model()
-    finally:
-        home.chmod(0o700)
+    with pytest.raises(UserError, match="Permission denied.*VRFT_LITE_HOME") as info:
+        ensure_tiny_model()
+    assert "\n" not in str(info.value) and not list(home.iterdir())  # nothing was written
 
 
 def test_a_full_disk_while_building_is_one_line_and_leaves_no_partial_build(tmp_path, monkeypatch):

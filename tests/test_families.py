@@ -302,6 +302,7 @@ def test_every_verb_runs_on_the_family(family, family_dirs, shapes_root, tmp_pat
         m = grpo_step(s)
         assert len(calls) == step + 1  # one vision pass per step: rollout, reference and policy share it
         assert torch.isfinite(torch.tensor([m["loss"], m["kl"]])).all() and m["grad_norm"] > 0, (tmp_path / "skipped.jsonl").read_text()
+        assert (m["kl"] > 0) == (step == 1)  # a reference apart from the policy once step 1 moved LoRA B
 
     # predict, greedy and sampled, on the trained adapter (its run's config: coords included)
     image = tmp_path / "x.png"

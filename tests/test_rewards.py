@@ -45,8 +45,12 @@ def items(*boxes: tuple) -> str:
 
 
 def test_module_docstring_examples_run() -> None:
-    # every docstring example is a runnable, checked claim
-    for module in (answers_module, rewards_module):
+    # every docstring example is a runnable, checked claim (the tasks' reward functions too)
+    import importlib
+
+    tasks = [importlib.import_module(f"visualrft_lite.tasks.{name}")
+             for name in ("classify", "detect", "ground", "count", "choice", "point")]
+    for module in (answers_module, rewards_module, *tasks):
         failed, attempted = doctest.testmod(module)
         assert attempted > 0 and failed == 0, module.__name__
 
@@ -54,8 +58,10 @@ def test_module_docstring_examples_run() -> None:
 def test_rewards_import_without_torch() -> None:
     # the reward layer is pure: importing it must not pull in the model libraries
     code = (
-        "import sys, visualrft_lite.rewards, visualrft_lite.answers, visualrft_lite.reward_tool; "
-        "print(sorted({'torch', 'transformers', 'numpy', 'peft'} & set(sys.modules)))"
+        "import sys, visualrft_lite.rewards, visualrft_lite.answers, visualrft_lite.reward_tool, "
+        "visualrft_lite.tasks, visualrft_lite.plugins, visualrft_lite.objectives; "
+        "visualrft_lite.rewards.score('detect', '<answer>[]</answer>', [], image_size=(4, 4)); "
+        "print(sorted({'torch', 'transformers', 'numpy', 'peft', 'PIL'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

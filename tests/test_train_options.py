@@ -31,17 +31,98 @@ def test_dapo_options_and_tensorboard(cfg_for, tmp_path, reachable_reward):
     run = train(cfg, out=tmp_path / "r", quiet=True)
     lines = read_metrics(run)
     assert [m["step"] for m in lines] == [1, 2]
-    for m in lines:
-        assert 1 <= m["sampling_draws"] <= 3 and m["dropped_groups"] >= 0
+    for m in lines:  # dynamic sampling's counts are checked on a tied group below
         assert m["entropy"] > 0  # from the policy pass's own logits
     assert list((run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
-def test_gspo_with_several_updates_per_rollout(cfg_for, tmp_path, reachable_reward):
-    cfg = cfg_for(**{"train.steps": 1, "grpo.importance_sampling": "sequence", "grpo.num_iterations": 2})
-    run = train(cfg, out=tmp_path / "r", quiet=True)
-    m = read_metrics(run)[0]
-    assert m["skipped_update"] is False and m["grad_norm"] > 0
+def test_gspo_with_several_updates_per_rollout(cfg_for, tmp_path, reachable_reward, monkeypatch):
+    # two updates per rollout: the first sees ratio 1 (the policy is the one that sampled), the
+    # second a policy one update away, so its sequence-level ratio differs from 1
+    from test_train import session
+
+    from visualrft_lite import train as train_mod
+
+    ratios: list[tuple[str, float]] = []
+    real = train_mod.grpo.grpo_loss
+
+    def recorded(*a, **k):
+        loss, st = real(*a, **k)
+        ratios.append((k["importance_sampling"], st["ratio_mean"]))
+        return loss, st
+
+    monkeypatch.setattr(train_mod.grpo, "grpo_loss", recorded)
+    t = session(cfg_for(**{"grpo.importance_sampling": "sequence", "grpo.num_iterations": 2,
+                           "train.micro_batch_size": 8}), tmp_path)
+    m = train_mod.grpo_step(t)
+    assert t.updater.updates == 2 and m["skipped_update"] is False and m["grad_norm"] > 0
+    assert [kind for kind, _ in ratios] == ["sequence", "sequence"]  # one micro-batch, two iterations
+    assert ratios[0][1] == pytest.approx(1.0, abs=1e-6) and abs(ratios[1][1] - 1.0) > 1e-4, ratios
+
+
+def first_step(cfg_for, tmp_path, name, **extra):
+    from test_train import session
+
+    from visualrft_lite import train as train_mod
+
+    (tmp_path / name).mkdir()
+    return train_mod.grpo_step(session(cfg_for(**extra), tmp_path / name))
+
+
+def test_mask_truncated_changes_the_loss_the_loop_computes(cfg_for, tmp_path, reachable_reward):
+    # same seed, same rollout: with overlong filtering, completions cut off at 8 tokens add no loss
+    plain = first_step(cfg_for, tmp_path, "a")
+    masked = first_step(cfg_for, tmp_path, "b", **{"grpo.mask_truncated": True})
+    assert masked["reward"] == plain["reward"] and masked["loss"] != plain["loss"]
+    if masked["completion_length"] == 8:  # every completion hit the limit: nothing is left to learn from
+        assert masked["loss"] == 0.0 and masked["grad_norm"] == 0.0
+
+
+@pytest.fixture
+def two_component_reward(monkeypatch, tiny_model_dir):
+    """Two components that vary on their own (a parity share and a low-id share), so their sum and
+    their group-normalised sum give different advantages."""
+    from helpers import patch_rollout_reward
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def reward(completion):
+        ids = tok(completion, add_special_tokens=False)["input_ids"] or [0]
+        even = sum(i % 2 == 0 for i in ids) / len(ids)
+        low = sum(i < len(tok) // 4 for i in ids) / len(ids)
+        return {"format": even, "accuracy": low, "total": even + low}
+
+    patch_rollout_reward(monkeypatch, reward)
+
+
+def test_normalize_then_sum_changes_the_loss_the_loop_computes(cfg_for, tmp_path, two_component_reward):
+    plain = first_step(cfg_for, tmp_path, "a")
+    normalised = first_step(cfg_for, tmp_path, "b", **{"grpo.reward_aggregation": "normalize_then_sum"})
+    assert normalised["reward"] == plain["reward"] and normalised["loss"] != plain["loss"]
+
+
+def test_dynamic_sampling_replaces_a_tied_group(cfg_for, tmp_path, monkeypatch):
+    # Every image but the stars' scores the same for all its completions (a tied group); with
+    # dynamic sampling the loop drops those groups and draws more prompts in their place.
+    from visualrft_lite import rollout
+
+    real = rollout.score_groups
+
+    def scored(records, completions, resized_sizes, cfg):
+        _, answers, truths = real(records, completions, resized_sizes, cfg)
+        rewards = []
+        for text, p in zip(completions.texts, completions.prompt_index):
+            value = (len(text) % 3) / 2 if records[p].solution["label"] == "star" else 1.0
+            rewards.append({"format": 0.0, "accuracy": value, "total": value})
+        return tuple(rewards), answers, truths
+
+    monkeypatch.setattr(rollout, "score_groups", scored)
+    plain = first_step(cfg_for, tmp_path, "a")
+    assert plain["sampling_draws"] == 1 and plain["dropped_groups"] == 0  # off: nothing dropped
+    m = first_step(cfg_for, tmp_path, "b", **{"grpo.dynamic_sampling": True, "grpo.max_sampling_draws": 4})
+    assert m["dropped_groups"] > 0 and m["sampling_draws"] > 1
+    assert m["zero_signal_fraction"] < 1.0 or m["sampling_draws"] == 4  # kept groups carry signal unless draws ran out
 
 
 def test_tied_groups_warn_and_are_written_to_alerts(tmp_path, tiny_model_dir, shapes_root):

@@ -81,7 +81,11 @@ def yaml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def common(size: str, steps: int, steps_note: str) -> str:
+TWO_STAGE = """
+  two_stage: true             # ask "is there a ...?" first, boxes only where the answer is not no (the paper); --one-stage skips it"""
+
+
+def common(size: str, steps: int, steps_note: str, *, detection: bool = False) -> str:
     name, G, _, _ = MODELS[size]
     return f"""
 model:
@@ -130,7 +134,7 @@ train:
 
 eval:
   batch_size: 8               # prompts per greedy generate call
-  max_new_tokens: 256         # tokens per answer
+  max_new_tokens: 256         # tokens per answer{TWO_STAGE if detection else ""}
 """
 
 
@@ -180,7 +184,7 @@ reward:
   iou_threshold: 0.5          # a prediction matches a box at IoU >= 0.5 (the paper)
   iou_denominator: max        # sum of matched IoUs / max(#gt, #pred): rewards recall too ("pred" = the paper's text)
   weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # R = R_IoU + R_conf + R_format (the paper)
-{common(size, 200, "the paper: 200 for few-shot detection")}"""
+{common(size, 200, "the paper: 200 for few-shot detection", detection=True)}"""
 
 
 def lvis_fewshot(size: str) -> str:
@@ -201,7 +205,7 @@ reward:
   iou_threshold: 0.5          # match at IoU >= 0.5 (the paper)
   iou_denominator: max        # rewards recall too ("pred" = the paper's text)
   weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # the paper
-{common(size, 200, "the paper: 200 for few-shot detection")}"""
+{common(size, 200, "the paper: 200 for few-shot detection", detection=True)}"""
 
 
 def lisa(size: str) -> str:
@@ -249,7 +253,7 @@ reward:
   iou_threshold: 0.5          # match at IoU >= 0.5 (the paper)
   iou_denominator: max        # rewards recall too ("pred" = the paper's text)
   weights: {{format: 1.0, iou: 1.0, confidence: 1.0}}  # the paper
-{common(size, 200, "as few-shot detection")}"""
+{common(size, 200, "as few-shot detection", detection=True)}"""
 
 
 def all_presets() -> dict[str, str]:

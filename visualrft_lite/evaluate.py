@@ -7,11 +7,13 @@
     write      predictions.jsonl (completion, parsed answer, per-sample reward),
                metrics.json, and a table on stdout
 
-The metrics are each task's (`Task.metrics`: accuracy, COCO mAP, mIoU, ...; fractions in
-metrics.json, the table prints them x100 like the paper). The two-stage protocol
-(`eval.two_stage`, for a task with a gate question such as detection's "is there a ...?")
-asks the gate first and the task's question only where the answer is yes; a "no" counts as
-no answer.
+The metrics are each task's (`Task.metrics`: accuracy, COCO or LVIS mAP, mIoU, ...; fractions
+in metrics.json, the table prints them x100 like the paper). The two-stage protocol
+(`eval.two_stage`, the paper's, for a task with a gate question such as detection's "is there
+a ...?") asks the gate first and the task's question only where the answer is not "no"; a
+"no" counts as no answer. Its answers are kept and reused (`presence.py`), and how good they
+are is reported beside the task's metrics. For a preset of the paper, the paper's own figures
+for the setting are printed beside the measured one and kept in metrics.json (`paper.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from visualrft_lite.data.common import Skip
 from visualrft_lite.data.records import Record
 from visualrft_lite.data.skips import skipped_lines, unreadable, write_skipped
 from visualrft_lite.errors import UserError
+from visualrft_lite.presence import Answer, PresenceCache, gate_answers, presence_metrics, reuse_note
 from visualrft_lite.rewards import RewardOptions, Scorer
 from visualrft_lite.rundir import EvalDir
 from visualrft_lite.tasks import TASKS, Scored, get_task, mean_of
@@ -105,6 +108,11 @@ def score_completions(
 # ----------------------------------------------------------------------------- the table
 
 
+PROTOCOLS = {"two-stage": "two-stage: is it present? then boxes where it is (the paper's protocol)",
+             "one-stage": "one-stage: boxes asked for every record (--one-stage; the paper asks presence first)"}
+"""metrics.json's `protocol` (tasks with a gate question) -> the table's line."""
+
+
 def _pct(value: float | None) -> str:
     return "   -" if value is None else f"{100 * value:6.1f}"
 
@@ -112,8 +120,13 @@ def _pct(value: float | None) -> str:
 def metrics_table(metrics: dict[str, Any], title: str = "") -> str:
     """The metrics as a small text table, in percent like the paper's tables."""
     head = f"{title}  " if title else ""
-    lines = [f"{head}{metrics['task']}, {metrics['n']} records (percent)", "-" * 44]
+    stages = PROTOCOLS.get(metrics.get("protocol", ""))
+    lines = [f"{head}{metrics['task']}, {metrics['n']} records (percent)", *([stages] if stages else []), "-" * 44]
     rows = [*get_task(metrics["task"]).metric_lines(metrics), ("format", metrics["format_rate"])]
+    gate = metrics.get("presence")
+    if gate:
+        rows += [f"stage 1: {gate['yes']} yes, {gate['no']} no, {gate['unclear']} unclear; {gate['present']} present",
+                 *((f"  presence {name}", gate[name]) for name in ("accuracy", "precision", "recall"))]
     lines += [row if isinstance(row, str) else f"{row[0]:<30}{_pct(row[1])}" for row in rows]
     if metrics.get("mean_reward") is not None:
         lines.append(f"{'mean reward (not percent)':<30}{metrics['mean_reward']:6.2f}")
@@ -207,10 +220,18 @@ def run_eval(
         f"{f' (of {len(loaded_records.records)})' if len(records) < len(loaded_records.records) else ''}"
         f"{'; two-stage' if two_stage else ''}{startup_budget(cfg, records)}")
     loaded = load_for_inference(cfg.model, adapter, allow_mismatch=allow_mismatch)
+    cache = None
+    if two_stage:
+        from visualrft_lite.presence import presence_key
+        from visualrft_lite.prompts import render_prompt
+
+        gate = get_task(cfg.data.task).gate_template
+        cache = PresenceCache.open(out, presence_key(cfg, loaded, adapter),
+                                   lambda rec: render_prompt(rec, gate, coords=cfg.model.coords), reuse=not force)
 
     started = time.time()
     evaluation, late = evaluate_records(loaded.model, loaded.processor, loaded.device, cfg, records,
-                                        two_stage=two_stage, quiet=quiet)
+                                        two_stage=two_stage, quiet=quiet, cache=cache)
     skips = loaded_records.files + late  # left out of both sides of every metric
     for line in skipped_lines(skips):
         say(line)
@@ -223,11 +244,35 @@ def run_eval(
         "max_new_tokens": cfg.eval.max_new_tokens,
         "seconds": round(time.time() - started, 1),
     })
+    evaluation.metrics["preset"] = cfg.name
+    paper_lines = paper_beside(evaluation.metrics, cfg, data=data, of=len(loaded_records.records))
     write_outputs(evaluation, out)
     if not quiet:
         print(metrics_table(evaluation.metrics, title=cfg.name))
-        print(f"wrote {out / EvalDir.METRICS} and {out / EvalDir.PREDICTIONS}")
+        for line in paper_lines:
+            print(line)
+        print(f"wrote {out / EvalDir.METRICS} and {out / EvalDir.PREDICTIONS}"
+              + (f" and {out / EvalDir.PRESENCE}" if two_stage else ""))
     return evaluation, out
+
+
+def paper_beside(metrics: dict[str, Any], cfg: Any, *, data: str | None, of: int) -> list[str]:
+    """The paper's figures for the config's setting, into metrics["paper"], and the lines to print
+    (none for a config that is no setting of the paper), with what makes ours differ from theirs."""
+    from visualrft_lite.paper import Setting, paper_block, paper_record, setting_for_preset
+
+    setting = setting_for_preset(cfg.name, cfg.model.name)
+    notes = []
+    if data:
+        notes.append(f"measured on --data {data}, not the preset's eval split")
+    if metrics["n"] < of:
+        notes.append(f"measured on {metrics['n']} of the split's {of} records")
+    if metrics.get("protocol") == "one-stage":
+        notes.append("measured one-stage; the paper asks whether the category is present first: drop --one-stage")
+    metrics["paper"] = {**paper_record(setting, metrics), **({"notes": notes} if notes else {})}
+    if not isinstance(setting, Setting):
+        return []
+    return [*paper_block(setting, metrics), *(f"  ({note})" for note in notes)]
 
 
 def heldout_records(cfg: Any, n: int) -> list[Record]:
@@ -244,19 +289,28 @@ def write_outputs(evaluation: Evaluation, out: Path) -> None:
 
 
 def evaluate_records(model: Any, processor: Any, device: Any, cfg: Any, records: Sequence[Record], *,
-                     two_stage: bool = False, quiet: bool = True,
-                     desc: str = "eval") -> tuple[Evaluation, list[Skip]]:
+                     two_stage: bool = False, quiet: bool = True, desc: str = "eval",
+                     cache: PresenceCache | None = None) -> tuple[Evaluation, list[Skip]]:
     """Greedy answers for `records`, scored: the one evaluator of `vrft-lite eval` and a run's held-out table.
 
     Records whose image cannot be read (or that the processor refuses) are left out of both
-    sides of every metric and returned with their reason.
+    sides of every metric and returned with their reason. Two-stage, `cache` keeps the
+    presence answers and supplies earlier ones (`presence.py`).
     """
+    task = get_task(cfg.data.task)
     records, unusable = _with_sizes(list(records))
     if two_stage:
-        gate = get_task(cfg.data.task).gate_template
-        presence = answer_records(model, processor, device, cfg, records, gate, quiet=quiet,
-                                  desc="stage 1 (present?)")
+        def ask(chosen: Sequence[Record], on_batch: Any) -> list[Answer]:
+            return answer_records(model, processor, device, cfg, chosen, task.gate_template, quiet=quiet,
+                                  desc="stage 1 (present?)", on_batch=on_batch)
+
+        truths = [bool(task.parse_truth(rec.solution, image_size=rec.image_size)) for rec in records]
+        presence, reused = gate_answers(records, truths, ask, cache)
+        note = reuse_note(cache, reused, len(records)) if cache is not None else None
+        if note and not quiet:
+            print(note)
         unusable += [(records[i], err) for i, (_, _, err) in enumerate(presence) if err]
+        truths = [t for t, (_, _, err) in zip(truths, presence) if not err]
         kept = [i for i, (_, _, err) in enumerate(presence) if not err]
         records, presence = [records[i] for i in kept], [presence[i] for i in kept]
         asked = [i for i, (text, _, _) in enumerate(presence) if parse_yes_no(text) is not False]
@@ -277,10 +331,16 @@ def evaluate_records(model: Any, processor: Any, device: Any, cfg: Any, records:
         raise UserError(f"no eval image could be read ({len(unusable)} unreadable, e.g. {unusable[0][1]})"
                         if unusable else "no records to evaluate; check the data section (and --limit)")
     evaluation = score_completions(records, completions, options=cfg.reward, resized_sizes=resized)
+    if task.gate_template is not None:
+        evaluation.metrics["protocol"] = "two-stage" if two_stage else "one-stage"
     if two_stage:
         for row, (text, _, _) in zip(evaluation.rows, presence):
             row["presence_completion"] = text
             row["present"] = parse_yes_no(text)
+        evaluation.metrics["presence"] = {**presence_metrics(truths, [text for text, _, _ in presence]),
+                                          "reused": reused}
+        if cache is not None:
+            evaluation.metrics["presence"].update(key=cache.key, key_hash=cache.hash)
     return evaluation, [unreadable(rec, why, "eval-step") for rec, why in unusable]
 
 
@@ -301,13 +361,13 @@ def _with_sizes(records: list[Record]) -> tuple[list[Record], list[tuple[Record,
 
 
 def answer_records(model: Any, processor: Any, device: Any, cfg: Any, records: Sequence[Record],
-                   template: str | None, *, quiet: bool,
-                   desc: str) -> list[tuple[str, tuple[int, int] | None, str | None]]:
+                   template: str | None, *, quiet: bool, desc: str,
+                   on_batch: Any = None) -> list[Answer]:
     """Greedy (completion, resized size, error) per record, eval.batch_size prompts decoded together.
 
     Decoding is the rollout's decoder with sampling off, every parameter explicit
     (`Decoding.greedy_search(eval.max_new_tokens)`); an image that cannot be read gets
-    ("", None, reason).
+    ("", None, reason). `on_batch(offset, answers)` is called after each batch.
     """
     from tqdm import tqdm
 
@@ -315,19 +375,21 @@ def answer_records(model: Any, processor: Any, device: Any, cfg: Any, records: S
     from visualrft_lite.decoder import Decoding, decode, encode_inputs
 
     decoding = Decoding.greedy_search(cfg.eval.max_new_tokens)
-    out: list[tuple[str, tuple[int, int] | None, str | None]] = []
+    out: list[Answer] = []
     batch = cfg.eval.batch_size
     with tqdm(total=len(records), desc=desc, disable=quiet, unit="img") as bar:
         for start in range(0, len(records), batch):
             chunk = records[start:start + batch]
             prompts = [render_prompt(rec, template or cfg.data.prompt, coords=cfg.model.coords) for rec in chunk]
             enc = encode_inputs(model, processor, [rec.image for rec in chunk], prompts, device)
-            done: list[tuple[str, tuple[int, int] | None, str | None]] = [
+            done: list[Answer] = [
                 ("", None, enc.failed.get(k)) for k in range(len(chunk))]
             if enc.batch is not None:
                 answers = decode(model, processor, enc.batch, enc.features, decoding)
                 for row, k in enumerate(enc.kept):
                     done[k] = (answers.texts[row], enc.batch.resized_sizes[row], None)
             out.extend(done)
+            if on_batch is not None:
+                on_batch(start, done)
             bar.update(len(chunk))
     return out

@@ -9,7 +9,9 @@
                         nothing at all is deleted
     a failed start      a run folder holding only what a start writes before its first step
                         (its marker, config.yaml, no line in metrics.jsonl, no checkpoint) is
-                        reused without --force, so rerunning the command that failed just works
+                        reused without --force, so rerunning the command that failed just works;
+                        so is an eval folder holding only the presence answers of a stopped eval
+                        (kept: the rerun reuses them)
     a file              one line
 
 A folder is recognised by the marker `prepare_output_dir` writes into it (`.vrft-lite.json`),
@@ -114,7 +116,8 @@ class EvalDir:
     METRICS = "metrics.json"
     PREDICTIONS = "predictions.jsonl"
     SKIPPED = "skipped.jsonl"
-    OWN = (METRICS, PREDICTIONS, SKIPPED, ".tmp-*")
+    PRESENCE = "presence.jsonl"  # the two-stage protocol's first answers, reused by a later eval (presence.py)
+    OWN = (METRICS, PREDICTIONS, SKIPPED, PRESENCE, ".tmp-*")
 
 
 MERGE_INFO = "merge_info.json"
@@ -202,6 +205,13 @@ def _is_failed_start(out: Path, entries: list[Path]) -> bool:
     return not (metrics.is_file() and metrics.read_bytes().strip())  # a logged step: it started for real
 
 
+def _is_stopped_eval(out: Path, entries: list[Path]) -> bool:
+    """An eval of ours that wrote its presence answers and stopped before its metrics."""
+    if not (out / MARKER).is_file() or recognise(out) != "eval" or not (out / EvalDir.PRESENCE).is_file():
+        return False
+    return all(p.name in (MARKER, EvalDir.PRESENCE) or fnmatch.fnmatchcase(p.name, ".tmp-*") for p in entries)
+
+
 def _run_summary(out: Path) -> str:
     """'checkpoints up to step M' (or none yet) for a refusal message."""
     steps = [int(p.name.split("-")[1]) for p in (out / RunDir.CHECKPOINTS).glob("step-*")
@@ -230,6 +240,10 @@ def check_output_dir(out: Path, *, kind: Kind, force: bool, protected: Sequence[
     if kind == "run" and _is_failed_start(out, entries):
         return OutputPlan(out, kind, remove=[p for p in entries if p.name != MARKER],
                           note=f"reusing {out}: its earlier start never reached step 1")
+    if kind == "eval" and not force and _is_stopped_eval(out, entries):
+        return OutputPlan(out, kind, remove=[p for p in entries if p.name not in (MARKER, EvalDir.PRESENCE)],
+                          note=f"reusing {out}: its earlier eval stopped before the end "
+                               f"(its presence answers are kept)")
     found = recognise(out)
     if not force:
         if found == "run" and kind == "run":

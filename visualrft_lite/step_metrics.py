@@ -70,12 +70,21 @@ def sample_rows(step: int, ro: Rollout, advantages: torch.Tensor, group_size: in
     return rows
 
 
-def heldout_table(rows: list[dict[str, Any]]) -> str:
-    """The before/after table printed at the end of a run with eval.heldout > 0."""
+def heldout_table(rows: list[dict[str, Any]], *, preset: str | None = None, model: str | None = None) -> str:
+    """The before/after table printed at the end of a run with eval.heldout > 0; for a preset of
+    the paper, the paper's figures for its setting beneath (or why it has none)."""
+    from visualrft_lite.paper import Setting, paper_block, setting_for_preset
+
     names = {"base": "before training", "sft": "after SFT warm-up", "grpo": "after GRPO"}
     metric = rows[0].get("metric", "accuracy")
     lines = [f"held-out ({rows[0]['n']} records, greedy)   format  {metric:>8}  reward", "-" * 58]
     for r in rows:
         lines.append(f"{names.get(r['stage'], r['stage']):<32} {r['format_rate']:>6.2f}  {r['accuracy']:>8.2f}  "
                      f"{r['reward']:>6.2f}")
+    setting = setting_for_preset(preset, model) if preset else None
+    if isinstance(setting, Setting):
+        last = rows[-1]
+        lines += paper_block(setting, {metric: last["accuracy"]})
+        lines.append(f"  (measured: {names.get(last['stage'], last['stage'])}, on {last['n']} held-out records; "
+                     f"`vrft-lite eval` scores the whole split)")
     return "\n".join(lines)

@@ -314,7 +314,7 @@ def train(cfg: Config, *, out: Path | None = None, resume: Path | None = None, f
     if t.processes.main:
         if not quiet:
             if rows:
-                print(heldout_table(rows))
+                print(heldout_table(rows, preset=cfg.name, model=cfg.model.name))
             print(summary_line(t, last))
         try:
             from visualrft_lite.plot import plot_run

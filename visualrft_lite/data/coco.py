@@ -9,7 +9,9 @@ all its boxes of that category are the truth) plus `negatives` images without it
 Objects"). Eval split: every eligible image x every selected category, so mAP sees the
 false positives too. LVIS is federated: an image is eligible for a category only if the
 category is annotated on it or listed in its `neg_category_ids` (verified absent), and
-positives listed in `not_exhaustive_category_ids` are not used for training.
+positives listed in `not_exhaustive_category_ids` are not used for training. LVIS records
+carry what its federated metric needs in meta: `federated`, the category's `frequency`
+(r / c / f), `not_exhaustive`, and the `image_id` that groups an image's categories.
 
 Where things are, as the official downloads leave them: `data.path` is the train json or the
 COCO folder (`annotations/instances_train2017.json`, `train2017/`, `val2017/`); without
@@ -191,8 +193,12 @@ def load_coco(json_path: Path, cfg: DataConfig, split: Literal["train", "eval"],
         crowd_boxes = crowd.get((image_id, cid))
         if crowd_boxes:
             meta["crowd_boxes"] = clip_boxes(crowd_boxes, size, Counter())
-        if federated and cid in im.get("not_exhaustive_category_ids", ()):
-            meta["not_exhaustive"] = True
+        if federated:  # what LVIS' federated metric needs (tasks/lvis_eval.py)
+            meta["federated"] = True
+            if cats[cid].get("frequency"):
+                meta["frequency"] = str(cats[cid]["frequency"])  # r / c / f: APr, APc, APf
+            if cid in im.get("not_exhaustive_category_ids", ()):
+                meta["not_exhaustive"] = True
         return Record(
             image=str(path),
             task="detect",

@@ -3,8 +3,9 @@
 Truth: pixel boxes [[x1, y1, x2, y2], ...] ([] = no objects), or Visual-RFT's
 "<answer>[{'Position': [...], ...}]</answer>" / "No Objects" with 0-1000 boxes. Answer: the
 detection list, in pixels, most confident first. Reward: `iou` and `confidence` (the paper's
-R_IoU and R_conf). Metrics: COCO mAP from pycocotools (`coco_eval.py`). The two-stage protocol
-first asks whether the category is present (`gate_template`).
+R_IoU and R_conf). Metrics: COCO mAP from pycocotools (`coco_eval.py`), or for LVIS records
+LVIS' federated AP (`lvis_eval.py`). The two-stage protocol first asks whether the category
+is present (`gate_template`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ if TYPE_CHECKING:
 
 Detections = list[tuple[Box, float]]
 """Parsed answer: (pixel box, confidence in [0, 1]), most confident first."""
+
+AP_PROTOCOLS = {"coco": "COCO AP (pycocotools, 100 detections per image)",
+                "lvis": "LVIS federated AP (verified categories only, 300 detections per image)"}
+"""metrics.json's `ap_protocol` -> the line eval's table opens with."""
+FREQUENCIES = {"r": "rare", "c": "common", "f": "frequent"}
 
 
 @register_task
@@ -139,13 +145,22 @@ class Detect(Task):
         return "categories", {c: f"{pos[c]} with boxes, {neg[c]} no objects" for c in sorted(set(pos) | set(neg))}
 
     def metrics(self, scored: Sequence[Scored]) -> dict[str, Any]:
+        """LVIS' federated AP for LVIS records (the reader marks them `federated`), else COCO's."""
+        records, parsed = [s.record for s in scored], [s.parsed for s in scored]
+        if records and all(r.meta.get("federated") for r in records):
+            from visualrft_lite.tasks.lvis_eval import lvis_map
+
+            return lvis_map(records, parsed)
         from visualrft_lite.tasks.coco_eval import coco_map
 
-        return coco_map([s.record for s in scored], [s.parsed for s in scored])
+        return {**coco_map(records, parsed), "ap_protocol": "coco"}
 
     def metric_lines(self, metrics: dict[str, Any]) -> list[tuple[str, float | None] | str]:
-        return [("mAP (IoU .50:.95)", metrics["mAP"]), ("AP50", metrics["AP50"]), ("AP75", metrics["AP75"]),
-                *((f"  AP {name} ({c['n_gt']} boxes)", c["AP"]) for name, c in metrics["per_category"].items())]
+        lines: list[tuple[str, float | None] | str] = [AP_PROTOCOLS.get(metrics.get("ap_protocol", "coco"), "")]
+        lines += [("mAP (IoU .50:.95)", metrics["mAP"]), ("AP50", metrics["AP50"]), ("AP75", metrics["AP75"])]
+        lines += [(f"AP{f} ({FREQUENCIES[f]} categories)", metrics[f"AP{f}"]) for f in FREQUENCIES
+                  if metrics.get(f"AP{f}") is not None]
+        return lines + [(f"  AP {name} ({c['n_gt']} boxes)", c["AP"]) for name, c in metrics["per_category"].items()]
 
     def rollout_stats(self, parsed: Sequence[Detections], truths: Sequence[Any], group_size: int, *,
                       low_confidence: float) -> dict[str, Any]:
