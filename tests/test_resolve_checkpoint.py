@@ -160,3 +160,11 @@ def test_the_budget_line_says_per_image_tokens_and_bounds():
     assert line.startswith("image tokens per image: 16 to 493 (median 254.5) over 3 images, 1 refused")
     assert TokenBudget(50176, 50176, 28).describe([(112, 112)] * 3).startswith(
         "image tokens per image: 64 over 3 images; bounds 50176-50176 pixels, 64-64 image tokens")
+
+
+def test_qwen35_presets_are_placed_in_the_papers_tables():
+    # no published figure for Qwen3.5, but its presets and --set model.name runs are named as it
+    from visualrft_lite.paper import Setting, setting_for_preset
+
+    assert setting_for_preset("flowers-1shot-qwen3.5-2b") == Setting("flowers", "Qwen3.5-2B", 1)
+    assert setting_for_preset("coco-8cat-2shot", model="Qwen/Qwen3.5-2B").model == "Qwen3.5-2B"

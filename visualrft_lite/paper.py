@@ -212,7 +212,8 @@ def _mean_of_tenths(values: tuple[float, ...]) -> float:
 
 # ----------------------------------------------------------------------------- presets
 
-MODEL_SUFFIXES = {"": QWEN2_VL_2B, "-7b": QWEN2_VL_7B, "-qwen2.5-vl-3b": "Qwen2.5-VL-3B", "-qwen3-vl-2b": "Qwen3-VL-2B"}
+MODEL_SUFFIXES = {"": QWEN2_VL_2B, "-7b": QWEN2_VL_7B, "-qwen2.5-vl-3b": "Qwen2.5-VL-3B", "-qwen3-vl-2b": "Qwen3-VL-2B",
+                  "-qwen3.5-2b": "Qwen3.5-2B"}
 """A preset name's model suffix (tools/make_presets.py) -> the model's label."""
 
 _SUFFIX = "(?P<suffix>" + "|".join(re.escape(s) for s in MODEL_SUFFIXES if s) + ")?"
@@ -231,14 +232,17 @@ def model_label(name: str | None) -> str | None:
 
     >>> model_label("Qwen/Qwen2-VL-7B-Instruct"), model_label("Qwen/Qwen2.5-VL-3B-Instruct"), model_label("runs/x/merged")
     ('Qwen2-VL-7B', 'Qwen2.5-VL-3B', None)
+    >>> model_label("Qwen/Qwen3.5-2B")  # Qwen3.5 is a VL model without "VL" in its name
+    'Qwen3.5-2B'
     """
     if not name:
         return None
     base = str(name).rstrip("/").rsplit("/", 1)[-1]
     m = re.match(r"(qwen[\d.]*)-vl-(\d+(?:\.\d+)?b)", base, re.IGNORECASE)
-    if not m:
-        return None
-    return f"Qwen{m.group(1)[4:]}-VL-{m.group(2).upper()}"
+    if m:
+        return f"Qwen{m.group(1)[4:]}-VL-{m.group(2).upper()}"
+    m = re.match(r"qwen3\.5-(\d+(?:\.\d+)?b)", base, re.IGNORECASE)
+    return f"Qwen3.5-{m.group(1).upper()}" if m else None
 
 
 def setting_for_preset(name: str, model: str | None = None) -> Setting | NoFigure:
